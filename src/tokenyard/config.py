@@ -1,0 +1,145 @@
+"""Typed settings for every tokenyard service, loaded from YAML, environment and flags.
+
+Precedence, highest first: command-line flags, environment variables `TOKENYARD_<SECTION>__<KEY>`,
+the YAML file (`--config` or `TOKENYARD_CONFIG`), then the defaults below. Secrets (the cluster
+token) come from the environment or a file, never from a flag. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import YamlConfigSettingsSource
+
+from tokenyard.errors import ConfigError
+from tokenyard.protocol.internal import DispatchPolicy
+
+DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+DEFAULT_CONTROLLER_URL = "http://127.0.0.1:21001"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClusterConfig(_Section):
+    token: SecretStr | None = Field(
+        default=None,
+        description="shared secret between controller, workers and gateway; without it the control "
+        "plane accepts loopback peers only",
+    )
+    token_file: Path | None = Field(default=None, description="read the token from this file instead")
+
+    def secret(self) -> str | None:
+        """The token's value, from `token` or `token_file`."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cluster.token_file: cannot read {self.token_file}: {exc}") from exc
+        return None
+
+
+class ControllerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=21001, ge=1, le=65535)
+    dispatch: DispatchPolicy = DispatchPolicy.SHORTEST_QUEUE
+    expiry_intervals: float = Field(
+        default=3.0, gt=0, description="a worker silent for this many of its heartbeat intervals is evicted"
+    )
+
+
+class WorkerConfig(_Section):
+    model: str = DEFAULT_CHAT_MODEL
+    model_names: list[str] = Field(default_factory=list, description="aliases; default: the model's name")
+    controller: str = DEFAULT_CONTROLLER_URL
+    host: str = "127.0.0.1"
+    port: int = Field(default=21002, ge=1, le=65535)
+    advertise_address: str | None = Field(
+        default=None, description="URL the gateway should use; default http://HOST:PORT"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quantization: Literal["none", "int8", "int4"] = "none"
+    max_batch_size: int = Field(default=16, ge=1)
+    batch_wait_timeout: float = Field(default=0.1, ge=0, description="seconds")
+    context_length: int | None = Field(default=None, ge=16, description="default: the model's own")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    heartbeat_interval: float = Field(default=2.0, gt=0, description="seconds")
+    drain_timeout: float = Field(default=30.0, ge=0, description="seconds to finish work on SIGTERM")
+    max_queue_length: int = Field(default=256, ge=1, description="requests beyond this are refused (429)")
+
+    def address(self) -> str:
+        return self.advertise_address or f"http://{self.host}:{self.port}"
+
+
+class GatewayConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    controller: str = DEFAULT_CONTROLLER_URL
+    request_timeout: float = Field(default=600.0, gt=0, description="seconds for one whole request")
+    models_cache_ttl: float = Field(default=1.0, ge=0, description="seconds the model list is cached")
+
+
+class ServeConfig(_Section):
+    """What `tokenyard serve` starts besides the controller and the gateway."""
+
+    embedding_model: str | None = DEFAULT_EMBEDDING_MODEL
+    embedding_port: int = Field(default=21003, ge=1, le=65535)
+    restart_backoff: float = Field(default=1.0, gt=0, description="seconds before restarting a child")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENYARD_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    home: Path = Field(default=Path("~/.tokenyard"), description="data directory: converted models, state")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls), file_secret_settings)
+
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from the YAML file, the environment and flag overrides (nested dicts).
+
+    Raises ConfigError with a one-line message naming the bad key.
+    """
+    path = config_file or os.environ.get("TOKENYARD_CONFIG") or None
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"--config: no such file: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    try:
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"config key {key}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed YAML
+        raise ConfigError(f"--config {path}: {exc}".splitlines()[0]) from None

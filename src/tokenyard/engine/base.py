@@ -1,0 +1,99 @@
+"""The narrow interfaces the worker uses to drive an engine.
+
+`GenerationEngine` takes token ids and sampling parameters and streams `GenerationOutput`s;
+`EmbeddingEngine` turns texts into vectors. Both report `EngineStats` for heartbeats and health.
+Prompt rendering (chat templates) and tokenisation live on the engine's `tokenizer`, because the
+engine owns the model's files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tokenyard.protocol.internal import ChatMessage, FinishReason
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens and when to stop, for one request."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+
+
+@dataclass
+class GenerationOutput:
+    """What one engine step produced for one request: new text (never a broken UTF-8 character)."""
+
+    text: str
+    num_new_tokens: int
+    num_prompt_tokens: int
+    num_output_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass
+class EngineStats:
+    """A snapshot for heartbeats, `/status` and readiness."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    tokens_per_second: float = 0.0
+    seconds_since_progress: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class PromptTokenizer(Protocol):
+    """Turns chat messages or text into token ids, with the model's own chat template."""
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+
+    def encode_text(self, text: str) -> list[int]: ...
+
+
+class GenerationEngine(Protocol):
+    """A text-generation engine: add a request, stream its outputs, abort it, report health."""
+
+    tokenizer: PromptTokenizer
+    context_length: int
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationOutput]:
+        """Stream outputs until one has a finish_reason; closing the iterator aborts the request."""
+        ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def stats(self) -> EngineStats: ...
+
+
+class EmbeddingEngine(Protocol):
+    """An encoder engine: texts (or token ids) in, one normalised vector each out."""
+
+    context_length: int
+    dimensions: int
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    async def embed_texts(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Return the vectors and the number of tokens the inputs used."""
+        ...
+
+    async def embed_token_ids(self, token_ids: Sequence[Sequence[int]]) -> tuple[list[list[float]], int]: ...
+
+    def stats(self) -> EngineStats: ...

@@ -1,0 +1,145 @@
+"""Typed errors shared by every service, and their one mapping to OpenAI's error shape.
+
+Core code raises these; each app turns them into `{"error": {...}}` responses in one exception handler.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    """Machine-readable `code` values, as OpenAI and its clients know them."""
+
+    INVALID_REQUEST = "invalid_request_error"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    MODEL_NOT_FOUND = "model_not_found"
+    INVALID_API_KEY = "invalid_api_key"
+    RATE_LIMITED = "rate_limit_exceeded"
+    OVERLOADED = "overloaded"
+    NO_HEALTHY_WORKER = "no_healthy_worker"
+    WORKER_ERROR = "worker_error"
+    INTERNAL = "internal_error"
+
+
+class TokenyardError(Exception):
+    """Base of every error that leaves a service as an HTTP response."""
+
+    status_code = 500
+    error_type = "server_error"
+    default_code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: ErrorCode | str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code.value if isinstance(code, ErrorCode) else (code or self.default_code.value)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, object]:
+        """The OpenAI error body: {"error": {"message", "type", "param", "code"}}."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(TokenyardError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code = ErrorCode.INVALID_REQUEST
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    default_code = ErrorCode.CONTEXT_LENGTH_EXCEEDED
+
+    def __init__(self, *, prompt_tokens: int, max_tokens: int, context_length: int, param: str) -> None:
+        super().__init__(
+            f"This model's maximum context length is {context_length} tokens. However, you requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} for the "
+            "completion). Please reduce the prompt or max_tokens.",
+            param=param,
+        )
+
+
+class ModelNotFoundError(TokenyardError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = ErrorCode.MODEL_NOT_FOUND
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist.", param="model")
+
+
+class OverloadedError(TokenyardError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = ErrorCode.OVERLOADED
+
+
+class NoHealthyWorkerError(TokenyardError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = ErrorCode.NO_HEALTHY_WORKER
+
+
+class WorkerError(TokenyardError):
+    """A worker failed or could not be reached while serving a request."""
+
+    status_code = 502
+    error_type = "server_error"
+    default_code = ErrorCode.WORKER_ERROR
+
+
+class ModelLoadError(Exception):
+    """A model could not be found or loaded; the message is one line that says how to fix it."""
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message names the offending key or flag."""
+
+
+class UpstreamError(TokenyardError):
+    """An error another tokenyard service answered with, passed on with its status and fields intact."""
+
+    def __init__(
+        self,
+        status_code: int,
+        error_type: str,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, retry_after=retry_after)
+        self.status_code = status_code
+        self.error_type = error_type
+
+
+def error_from_body(status_code: int, body: object, retry_after: float | None = None) -> TokenyardError:
+    """Rebuild a typed error from another service's OpenAI-shaped error response."""
+    detail = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(detail, dict):
+        return WorkerError(f"upstream answered HTTP {status_code}")
+    param = detail.get("param")
+    code = detail.get("code")
+    return UpstreamError(
+        status_code,
+        str(detail.get("type") or "server_error"),
+        str(detail.get("message") or f"upstream answered HTTP {status_code}"),
+        param=param if isinstance(param, str) else None,
+        code=code if isinstance(code, str) else None,
+        retry_after=retry_after,
+    )

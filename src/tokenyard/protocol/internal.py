@@ -1,0 +1,187 @@
+"""Typed messages between tokenyard's processes: worker <-> controller and gateway <-> worker.
+
+Every internal HTTP body is one of these pydantic models, never an untyped dict. A worker's
+heartbeat carries its whole status, so a restarted controller rebuilds its registry from the
+next round of heartbeats (soft state) without any worker restarting.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class WorkerState(str, Enum):
+    HEALTHY = "healthy"
+    DRAINING = "draining"
+    UNHEALTHY = "unhealthy"
+    EVICTED = "evicted"
+
+
+class ModelKind(str, Enum):
+    """What a worker's model does: text generation or embeddings."""
+
+    GENERATE = "generate"
+    EMBED = "embed"
+
+
+class DispatchPolicy(str, Enum):
+    SHORTEST_QUEUE = "shortest-queue"
+    ROUND_ROBIN = "round-robin"
+    LOTTERY = "lottery"
+
+
+# --- worker <-> controller -------------------------------------------------------------------
+
+
+class WorkerStatus(BaseModel):
+    """What a worker reports when it registers and with every heartbeat."""
+
+    worker_id: str
+    address: str = Field(description="base URL the gateway uses, e.g. http://127.0.0.1:21002")
+    models: list[str] = Field(min_length=1, description="the aliases this worker answers to")
+    kind: ModelKind
+    context_length: int = Field(ge=1)
+    state: WorkerState = WorkerState.HEALTHY
+    reason: str = Field(default="", description="why the state is not healthy, for operators")
+    queue_length: int = Field(default=0, ge=0, description="requests waiting plus running")
+    num_running: int = Field(default=0, ge=0)
+    num_waiting: int = Field(default=0, ge=0)
+    speed: float = Field(default=1.0, gt=0, description="relative throughput; dispatch weighs queues by it")
+    heartbeat_interval: float = Field(default=2.0, gt=0)
+
+
+class HeartbeatResponse(BaseModel):
+    accepted: bool = True
+
+
+class UnregisterRequest(BaseModel):
+    worker_id: str
+
+
+class DispatchRequest(BaseModel):
+    model: str
+
+
+class DispatchResponse(BaseModel):
+    worker_id: str
+    address: str
+    kind: ModelKind
+    context_length: int
+
+
+class WorkerInfo(WorkerStatus):
+    """The controller's view of one worker: its last report plus what the controller observed."""
+
+    last_heartbeat_age: float = Field(description="seconds since the last report")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerInfo]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: ModelKind
+    context_length: int
+    num_workers: int
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Route(BaseModel):
+    """One model's healthy workers, as the gateway caches them for when the controller is away."""
+
+    model: str
+    workers: list[DispatchResponse]
+
+
+class RouteTable(BaseModel):
+    routes: list[Route]
+
+
+# --- gateway <-> worker ----------------------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    """A chat turn with its content already flattened to text by the gateway."""
+
+    role: str
+    content: str
+    name: str | None = None
+
+
+class SamplingOptions(BaseModel):
+    """The sampling knobs the worker's engine honours; the gateway fills OpenAI's defaults."""
+
+    max_tokens: int | None = Field(default=None, ge=1, description="None: up to the context length")
+    temperature: float = Field(default=1.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0, description="0 disables top-k")
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    stop_token_ids: list[int] = Field(default_factory=list)
+    ignore_eos: bool = False
+
+
+class GenerateRequest(BaseModel):
+    """Exactly one of `messages` (rendered with the model's chat template), `prompt` or `prompt_token_ids`."""
+
+    request_id: str
+    model: str
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    max_tokens_param: str = Field(
+        default="max_tokens", description="the client's field name, quoted back in context errors"
+    )
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    status_code: int = 500
+
+
+class GenerateChunk(BaseModel):
+    """One line of the worker's NDJSON stream: new text, and on the last line why it ended."""
+
+    text: str = ""
+    num_new_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: FinishReason | None = None
+    error: ErrorDetail | None = None
+
+
+class EmbedRequest(BaseModel):
+    request_id: str
+    model: str
+    texts: list[str] | None = None
+    token_ids: list[list[int]] | None = None
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    prompt_tokens: int
+
+
+class TokenCountRequest(BaseModel):
+    model: str
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+
+
+class TokenCountResponse(BaseModel):
+    count: int
+    context_length: int

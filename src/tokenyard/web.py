@@ -1,0 +1,167 @@
+"""Pieces every tokenyard HTTP service shares: error responses, control-plane auth, the server runner.
+
+Errors leave every service in OpenAI's `{"error": {...}}` shape from one set of handlers; typed
+core errors, request validation failures and malformed JSON all map to a 4xx here, so a bad
+request never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tokenyard.errors import TokenyardError
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_TOKEN_HEADER = "x-tokenyard-cluster-token"
+
+
+def error_response(error: TokenyardError) -> JSONResponse:
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
+
+
+def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+    error_type = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
+    """One readable sentence and the offending parameter's dotted path, from pydantic's error list."""
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request body.", None
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request: it is not valid JSON.", None
+    param = ".".join(loc) or None
+    message = str(first.get("msg", "invalid value"))
+    if param is None:
+        return f"Invalid request body: {message}.", None
+    return f"Invalid value for '{param}': {message}.", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure through OpenAI's error shape, with the status OpenAI would use."""
+
+    @app.exception_handler(TokenyardError)
+    async def _typed(_request: Request, exc: TokenyardError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation_error(exc)
+        return openai_error(400, message, param=param, code="invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else None
+        return openai_error(exc.status_code, str(exc.detail), code=code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return openai_error(500, "The server had an error while processing your request.", code="internal_error")
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class ClusterAuthMiddleware:
+    """Guards the control plane (controller and workers).
+
+    With a cluster token, every request but the public probes must carry it; without one, only
+    loopback peers are served, so a single-host deployment needs no configuration and is not exposed.
+    """
+
+    PUBLIC_PATHS = frozenset({"/health", "/ready"})
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.PUBLIC_PATHS or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        reason = "a valid cluster token" if self.token else "a loopback address (no cluster token is set)"
+        response = openai_error(403, f"This control-plane endpoint requires {reason}.", code="forbidden")
+        await response(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        if self.token is None:
+            client = scope.get("client")
+            return _is_loopback(client[0] if client else None)
+        for name, value in scope.get("headers", []):
+            if name.decode("latin-1") == CLUSTER_TOKEN_HEADER:
+                return secrets.compare_digest(value.decode("latin-1"), self.token)
+        return False
+
+
+def cluster_headers(token: str | None) -> dict[str, str]:
+    """Headers an internal client sends so the peer's ClusterAuthMiddleware lets it in."""
+    return {CLUSTER_TOKEN_HEADER: token} if token else {}
+
+
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server that runs a hook the moment SIGTERM/SIGINT arrives, before connections close.
+
+    Workers use the hook to stop taking work and leave the controller's registry first, then uvicorn
+    lets in-flight requests finish (bounded by `timeout_graceful_shutdown`).
+    """
+
+    def __init__(self, config: uvicorn.Config, on_exit_signal: Callable[[], Awaitable[None]] | None = None):
+        super().__init__(config)
+        self._on_exit_signal = on_exit_signal
+        self._hook_started = False
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if self._on_exit_signal is not None and not self._hook_started:
+            self._hook_started = True
+            import asyncio
+
+            loop = asyncio.get_event_loop()
+            task = loop.create_task(self._on_exit_signal())
+            task.add_done_callback(lambda _t: super(GracefulServer, self).handle_exit(sig, frame))
+            return
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+
+def serve_app(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    on_exit_signal: Callable[[], Awaitable[None]] | None = None,
+    graceful_timeout: float | None = None,
+) -> None:
+    """Run one app until a signal stops it."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(graceful_timeout) if graceful_timeout is not None else None,
+        lifespan="on",
+    )
+    GracefulServer(config, on_exit_signal).run()
