@@ -7,10 +7,12 @@ request never becomes a 500.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -49,6 +51,10 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | N
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request: it is not valid JSON.", None
     param = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
+    if first.get("type") == "missing":
+        return f"Missing required parameter: '{param}'.", param
     message = str(first.get("msg", "invalid value"))
     if param is None:
         return f"Invalid request body: {message}.", None
@@ -119,8 +125,12 @@ class ClusterAuthMiddleware:
 
 
 def cluster_headers(token: str | None) -> dict[str, str]:
-    """Headers an internal client sends so the peer's ClusterAuthMiddleware lets it in."""
-    return {CLUSTER_TOKEN_HEADER: token} if token else {}
+    """Headers every internal client sends: JSON bodies, and the token the peer's
+    ClusterAuthMiddleware asks for."""
+    headers = {"content-type": "application/json"}
+    if token:
+        headers[CLUSTER_TOKEN_HEADER] = token
+    return headers
 
 
 class GracefulServer(uvicorn.Server):
@@ -135,16 +145,20 @@ class GracefulServer(uvicorn.Server):
         self._on_exit_signal = on_exit_signal
         self._hook_started = False
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._on_exit_signal is not None and not self._hook_started:
             self._hook_started = True
-            import asyncio
-
-            loop = asyncio.get_event_loop()
-            task = loop.create_task(self._on_exit_signal())
+            task = asyncio.get_event_loop().create_task(self._run_hook())
             task.add_done_callback(lambda _t: super(GracefulServer, self).handle_exit(sig, frame))
             return
-        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        super().handle_exit(sig, frame)
+
+    async def _run_hook(self) -> None:
+        assert self._on_exit_signal is not None
+        try:
+            await self._on_exit_signal()
+        except Exception:
+            logger.exception("shutdown hook failed")
 
 
 def serve_app(

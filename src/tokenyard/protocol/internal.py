@@ -169,6 +169,7 @@ class EmbedRequest(BaseModel):
     model: str
     texts: list[str] | None = None
     token_ids: list[list[int]] | None = None
+    dimensions: int | None = Field(default=None, ge=1, description="must equal the model's when set")
 
 
 class EmbedResponse(BaseModel):

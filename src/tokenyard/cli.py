@@ -1,0 +1,199 @@
+"""The `tokenyard` command: one group; each subcommand builds Settings and runs one service.
+
+User mistakes (bad flags, bad config, a model that cannot load) end with one line on stderr and
+a non-zero exit code (2 for usage and configuration), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+import httpx
+
+from tokenyard import __version__
+from tokenyard.config import Settings, load_settings
+from tokenyard.errors import ConfigError, ModelLoadError
+from tokenyard.protocol.internal import DispatchPolicy, WorkerList
+from tokenyard.web import cluster_headers
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="YAML settings file (or TOKENYARD_CONFIG).",
+)
+
+
+def _setup_logging(role: str) -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(config_file: str | None, **sections: dict[str, Any]) -> Settings:
+    """Settings with only the flags the user actually gave laid over file and environment."""
+    overrides = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
+    return load_settings(config_file, **{k: v for k, v in overrides.items() if v})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tokenyard")
+def cli() -> None:
+    """tokenyard: self-hosted, OpenAI-compatible LLM serving (controller, workers, gateway)."""
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--host", help="Gateway address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), help="Gateway port.  [default: 8000]")
+@click.option("--model", help="Chat model: alias, local folder, .gguf file or hub id.")
+@click.option("--embedding-model", help="Embedding model, or 'none' for no embedding worker.")
+def serve(
+    config_file: str | None,
+    host: str | None,
+    port: int | None,
+    model: str | None,
+    embedding_model: str | None,
+) -> None:
+    """Run controller, a chat worker, an embedding worker and the gateway, supervised, until Ctrl-C."""
+    from tokenyard.serve import run_serve
+
+    settings = _settings(
+        config_file,
+        gateway={"host": host, "port": port},
+        worker={"model": model},
+        serve={"embedding_model": embedding_model},
+    )
+    _setup_logging("serve")
+    sys.exit(run_serve(settings, config_file))
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--host", help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port.  [default: 21001]")
+@click.option(
+    "--dispatch",
+    type=click.Choice([p.value for p in DispatchPolicy]),
+    help="How a worker is picked.  [default: shortest-queue]",
+)
+def controller(config_file: str | None, host: str | None, port: int | None, dispatch: str | None) -> None:
+    """Run the controller: worker registry, heartbeats, health and dispatch."""
+    from tokenyard.controller.main import run_controller
+
+    settings = _settings(config_file, controller={"host": host, "port": port, "dispatch": dispatch})
+    _setup_logging("controller")
+    run_controller(settings.controller, settings.cluster.secret())
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--model", help="Alias, local Hugging Face folder, .gguf file or hub id.")
+@click.option("--model-name", "model_names", multiple=True, help="Alias to serve it as (repeatable).")
+@click.option("--controller", "controller_url", help="Controller URL.  [default: http://127.0.0.1:21001]")
+@click.option("--host", help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port.  [default: 21002]")
+@click.option("--advertise-address", help="URL the gateway should use to reach this worker.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
+@click.option("--quantization", type=click.Choice(["none", "int8", "int4"]))
+@click.option("--max-batch-size", type=click.IntRange(min=1))
+@click.option("--batch-wait-timeout", type=click.FloatRange(min=0), help="Seconds.")
+@click.option("--context-length", type=click.IntRange(min=16))
+@click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--heartbeat-interval", type=click.FloatRange(0, min_open=True), help="Seconds.  [default: 2]")
+def worker(config_file: str | None, model_names: tuple[str, ...], controller_url: str | None, **flags: Any) -> None:
+    """Run one model worker that registers with the controller."""
+    from tokenyard.worker.main import run_worker
+
+    values = dict(flags, controller=controller_url, model_names=list(model_names) or None)
+    settings = _settings(config_file, worker=values)
+    _setup_logging("worker")
+    run_worker(settings)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--host", help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port.  [default: 8000]")
+@click.option("--controller", "controller_url", help="Controller URL.  [default: http://127.0.0.1:21001]")
+def gateway(config_file: str | None, host: str | None, port: int | None, controller_url: str | None) -> None:
+    """Run the OpenAI-compatible API gateway."""
+    from tokenyard.gateway.main import run_gateway
+
+    settings = _settings(config_file, gateway={"host": host, "port": port, "controller": controller_url})
+    _setup_logging("gateway")
+    run_gateway(settings)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--controller", "controller_url", help="Controller URL.  [default: http://127.0.0.1:21001]")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+def status(config_file: str | None, controller_url: str | None, output_format: str) -> None:
+    """Show the controller's view: workers, models, queue lengths, health."""
+    settings = _settings(config_file, gateway={"controller": controller_url})
+    url = settings.gateway.controller.rstrip("/")
+    try:
+        response = httpx.get(f"{url}/workers", headers=cluster_headers(settings.cluster.secret()), timeout=5)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the controller at {url}: {exc}") from None
+    workers = WorkerList.model_validate_json(response.content).workers
+    rows = [
+        {
+            "id": w.worker_id,
+            "address": w.address,
+            "models": w.models,
+            "kind": w.kind.value,
+            "state": w.state.value,
+            "reason": w.reason,
+            "queue_length": w.queue_length,
+            "num_running": w.num_running,
+            "speed": round(w.speed, 1),
+            "last_heartbeat_age": round(w.last_heartbeat_age, 1),
+        }
+        for w in workers
+    ]
+    if output_format == "json":
+        click.echo(json.dumps({"workers": rows}, ensure_ascii=False))
+        return
+    click.echo(f"{'ID':<24} {'ADDRESS':<28} {'MODELS':<26} {'STATE':<10} {'QUEUE':>5}  REASON")
+    for row in rows:
+        models = ",".join(row["models"])  # type: ignore[arg-type]
+        click.echo(
+            f"{row['id']:<24} {row['address']:<28} {models:<26} {row['state']:<10} "
+            f"{row['queue_length']:>5}  {row['reason']}"
+        )
+
+
+def main() -> None:
+    """Entry point: usage and configuration errors exit 2 with one line; model errors exit 1."""
+    try:
+        cli.main(standalone_mode=False, prog_name="tokenyard")
+    except click.UsageError as exc:
+        where = f"tokenyard {exc.ctx.info_name}" if exc.ctx and exc.ctx.info_name != "tokenyard" else "tokenyard"
+        click.echo(f"{where}: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"tokenyard: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except ConfigError as exc:
+        click.echo(f"tokenyard: error: {exc}", err=True)
+        sys.exit(2)
+    except ModelLoadError as exc:
+        click.echo(f"tokenyard: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

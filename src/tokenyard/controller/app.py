@@ -1,0 +1,135 @@
+"""The controller's HTTP API: registration, heartbeats, dispatch and the cluster view.
+
+Routes are thin: they fetch the registry and the dispatch policy from `app.state` and speak the
+typed messages of protocol/internal.py. Reads sweep the registry first, so a worker past its expiry
+is never handed out even between two runs of the background sweep; that task (every ~0.5 s) makes
+evictions and their log lines timely when nobody is asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import APIRouter, FastAPI, Request
+
+from tokenyard import web
+from tokenyard.config import ControllerConfig
+from tokenyard.controller.dispatch import Policy, dispatch, make_policy
+from tokenyard.controller.registry import WorkerRegistry
+from tokenyard.protocol.internal import (
+    DispatchRequest,
+    DispatchResponse,
+    HeartbeatResponse,
+    ModelList,
+    RouteTable,
+    UnregisterRequest,
+    WorkerList,
+    WorkerStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SWEEP_INTERVAL = 0.5
+
+router = APIRouter()
+
+
+def create_app(
+    config: ControllerConfig,
+    cluster_token: str | None,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
+    rng: random.Random | None = None,
+) -> FastAPI:
+    """Build the controller app; `clock` and `rng` are injectable so tests drive time and chance."""
+    registry = WorkerRegistry(clock=clock, expiry_intervals=config.expiry_intervals)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweep_forever(registry, sweep_interval), name="controller-sweep")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="tokenyard controller", lifespan=lifespan)
+    app.state.registry = registry
+    app.state.policy = make_policy(config.dispatch, rng)
+    app.include_router(router)
+    web.install_error_handlers(app)
+    app.add_middleware(web.ClusterAuthMiddleware, token=cluster_token)
+    return app
+
+
+async def _sweep_forever(registry: WorkerRegistry, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            registry.sweep()
+        except Exception:  # one bad sweep must not stop eviction for the controller's lifetime
+            logger.exception("registry sweep failed")
+
+
+def _registry(request: Request) -> WorkerRegistry:
+    registry: WorkerRegistry = request.app.state.registry
+    return registry
+
+
+def _swept_registry(request: Request) -> WorkerRegistry:
+    registry = _registry(request)
+    registry.sweep()
+    return registry
+
+
+@router.post("/register")
+async def register(status: WorkerStatus, request: Request) -> HeartbeatResponse:
+    _registry(request).upsert(status)
+    return HeartbeatResponse()
+
+
+@router.post("/heartbeat")
+async def heartbeat(status: WorkerStatus, request: Request) -> HeartbeatResponse:
+    # The same operation as /register: a heartbeat from an unknown or evicted worker re-registers it.
+    _registry(request).upsert(status)
+    return HeartbeatResponse()
+
+
+@router.post("/unregister")
+async def unregister(body: UnregisterRequest, request: Request) -> HeartbeatResponse:
+    # Idempotent: a worker retrying after a lost response must not see an error.
+    removed = _registry(request).remove(body.worker_id)
+    return HeartbeatResponse(accepted=removed)
+
+
+@router.post("/dispatch")
+async def dispatch_route(body: DispatchRequest, request: Request) -> DispatchResponse:
+    policy: Policy = request.app.state.policy
+    return dispatch(_swept_registry(request), policy, body.model)
+
+
+@router.get("/workers")
+async def workers(request: Request) -> WorkerList:
+    return WorkerList(workers=_swept_registry(request).workers())
+
+
+@router.get("/models")
+async def models(request: Request) -> ModelList:
+    return ModelList(models=_swept_registry(request).models())
+
+
+@router.get("/routes")
+async def routes(request: Request) -> RouteTable:
+    return _swept_registry(request).routes()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}

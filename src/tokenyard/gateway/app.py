@@ -1,0 +1,86 @@
+"""The gateway app: OpenAI's /v1 routes, health and readiness, over one shared HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from tokenyard import __version__
+from tokenyard.config import GatewayConfig
+from tokenyard.gateway.generation import GenerationService
+from tokenyard.gateway.router import Router
+from tokenyard.gateway.serving_chat import ChatServing
+from tokenyard.gateway.serving_completion import CompletionServing
+from tokenyard.gateway.serving_embedding import EmbeddingServing
+from tokenyard.gateway.worker_client import WorkerClient
+from tokenyard.protocol.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ErrorResponse,
+    ModelCard,
+    ModelCardList,
+)
+from tokenyard.web import cluster_headers, install_error_handlers
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429, 502, 503)
+}
+
+
+def register_routes(app: FastAPI) -> None:
+    @app.get("/v1/models", response_model=ModelCardList)
+    async def list_models(request: Request) -> ModelCardList:
+        models = await request.app.state.router.models()
+        return ModelCardList(data=[ModelCard(id=m.name) for m in models])
+
+    @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+        serving: ChatServing = request.app.state.chat
+        return await serving.create(body, request)
+
+    @app.post("/v1/completions", responses=ERROR_RESPONSES)
+    async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+        serving: CompletionServing = request.app.state.completion
+        return await serving.create(body, request)
+
+    @app.post("/v1/embeddings", responses=ERROR_RESPONSES)
+    async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
+        serving: EmbeddingServing = request.app.state.embedding
+        return await serving.create(body)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        if await request.app.state.router.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "no healthy worker"}, status_code=503)
+
+
+def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
+    """The gateway; its lifespan owns the one HTTP client every upstream call shares."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        async with httpx.AsyncClient(headers=cluster_headers(cluster_token), limits=limits) as client:
+            router = Router(client, config.controller, config.models_cache_ttl)
+            workers = WorkerClient(client, config.request_timeout)
+            service = GenerationService(router, workers)
+            app.state.router = router
+            app.state.chat = ChatServing(service)
+            app.state.completion = CompletionServing(service)
+            app.state.embedding = EmbeddingServing(router, workers)
+            yield
+
+    app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    register_routes(app)
+    return app

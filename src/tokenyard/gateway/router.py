@@ -1,0 +1,90 @@
+"""Finds a worker for a model: one controller lookup per request, with the last routes kept.
+
+The controller decides (it sees every worker's queue); the gateway keeps the last route table so
+it can go on serving from it when the controller cannot be reached.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import httpx
+
+from tokenyard.errors import ModelNotFoundError, NoHealthyWorkerError, error_from_body
+from tokenyard.protocol.internal import (
+    DispatchRequest,
+    DispatchResponse,
+    ModelInfo,
+    ModelList,
+    RouteTable,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Router:
+    def __init__(self, client: httpx.AsyncClient, controller_url: str, models_ttl: float) -> None:
+        self._client = client
+        self._url = controller_url.rstrip("/")
+        self._models_ttl = models_ttl
+        self._models: list[ModelInfo] = []
+        self._models_fetched_at = -float("inf")
+        self._routes = RouteTable(routes=[])
+        self._turn = itertools.count()
+
+    async def dispatch(self, model: str) -> DispatchResponse:
+        """The worker to send this request to; raises 404/503 errors the controller reports."""
+        try:
+            response = await self._client.post(
+                f"{self._url}/dispatch", content=DispatchRequest(model=model).model_dump_json(), timeout=5.0
+            )
+        except httpx.TransportError as exc:
+            logger.warning("controller unreachable (%s); using the last known routes", exc)
+            return self._from_cached_routes(model)
+        if response.status_code != 200:
+            raise error_from_body(response.status_code, _json_or_none(response))
+        return DispatchResponse.model_validate_json(response.content)
+
+    async def models(self) -> list[ModelInfo]:
+        """Models with a healthy worker, cached for `models_ttl` seconds."""
+        if time.monotonic() - self._models_fetched_at < self._models_ttl:
+            return self._models
+        try:
+            response = await self._client.get(f"{self._url}/models", timeout=5.0)
+            response.raise_for_status()
+            self._models = ModelList.model_validate_json(response.content).models
+            self._models_fetched_at = time.monotonic()
+            await self.refresh_routes()
+        except httpx.HTTPError as exc:
+            logger.warning("controller unreachable (%s); listing the last known models", exc)
+        return self._models
+
+    async def refresh_routes(self) -> None:
+        try:
+            response = await self._client.get(f"{self._url}/routes", timeout=5.0)
+            response.raise_for_status()
+            self._routes = RouteTable.model_validate_json(response.content)
+        except httpx.HTTPError as exc:
+            logger.debug("could not refresh routes: %s", exc)
+
+    async def ready(self) -> bool:
+        return any(info.num_workers > 0 for info in await self.models())
+
+    def _from_cached_routes(self, model: str) -> DispatchResponse:
+        for route in self._routes.routes:
+            if route.model == model:
+                if not route.workers:
+                    break
+                return route.workers[next(self._turn) % len(route.workers)]
+        if any(route.model == model for route in self._routes.routes):
+            raise NoHealthyWorkerError(f"No healthy worker serves `{model}` and the controller is unreachable.")
+        raise ModelNotFoundError(model)
+
+
+def _json_or_none(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -1,0 +1,62 @@
+"""POST /v1/embeddings: texts or token ids in, vectors out as floats or base64."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from fastapi.responses import JSONResponse
+
+from tokenyard.errors import InvalidRequestError
+from tokenyard.gateway.generation import new_request_id
+from tokenyard.gateway.router import Router
+from tokenyard.gateway.worker_client import WorkerClient
+from tokenyard.protocol.internal import EmbedRequest
+from tokenyard.protocol.openai import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+
+
+def to_base64(vector: list[float]) -> str:
+    """Little-endian float32, the layout OpenAI's clients decode."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def worker_request(body: EmbeddingRequest) -> EmbedRequest:
+    texts: list[str] | None = None
+    token_ids: list[list[int]] | None = None
+    value = body.input
+    if isinstance(value, str):
+        texts = [value]
+    elif value and all(isinstance(v, int) for v in value):
+        token_ids = [list(value)]  # type: ignore[arg-type]
+    elif value and all(isinstance(v, str) for v in value):
+        texts = list(value)  # type: ignore[arg-type]
+    elif value:
+        token_ids = [list(v) for v in value]  # type: ignore[arg-type]
+    items: list[str] | list[list[int]] = texts if texts is not None else token_ids or []
+    if not items or any(len(item) == 0 for item in items):
+        raise InvalidRequestError("'input' must not be empty, nor contain an empty item.", param="input")
+    return EmbedRequest(
+        request_id=new_request_id("emb"),
+        model=body.model,
+        texts=texts,
+        token_ids=token_ids,
+        dimensions=body.dimensions,
+    )
+
+
+class EmbeddingServing:
+    def __init__(self, router: Router, workers: WorkerClient) -> None:
+        self.router = router
+        self.workers = workers
+
+    async def create(self, body: EmbeddingRequest) -> JSONResponse:
+        request = worker_request(body)
+        target = await self.router.dispatch(body.model)
+        result = await self.workers.embed(target.address, request)
+        encode = to_base64 if body.encoding_format == "base64" else (lambda v: v)
+        response = EmbeddingResponse(
+            data=[EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.embeddings)],
+            model=body.model,
+            usage=EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+        )
+        return JSONResponse(response.model_dump())

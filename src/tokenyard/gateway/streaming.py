@@ -1,0 +1,85 @@
+"""Stream plumbing for the serving classes: merging choice streams, SSE framing, disconnects.
+
+An error after a stream has started leaves as a final SSE `error` event followed by `[DONE]`,
+so a client always learns why a stream ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from fastapi import Request
+
+from tokenyard.errors import TokenyardError
+from tokenyard.gateway.worker_client import GenerationStream
+from tokenyard.protocol.internal import GenerateChunk
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SSE_DONE = "data: [DONE]\n\n"
+_END = object()
+
+
+def sse(payload: object) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def sse_error(error: Exception) -> str:
+    if not isinstance(error, TokenyardError):
+        logger.exception("stream failed", exc_info=error)
+        error = TokenyardError("The server had an error while streaming the response.")
+    return sse(error.to_dict())
+
+
+async def merge_streams(streams: list[GenerationStream]) -> AsyncIterator[tuple[int, GenerateChunk]]:
+    """Chunks of several choice streams as they arrive, tagged with the choice index."""
+    queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
+
+    async def pump(index: int, stream: GenerationStream) -> None:
+        try:
+            async for chunk in stream.chunks():
+                await queue.put((index, chunk))
+            await queue.put((index, _END))
+        except Exception as exc:
+            await queue.put((index, exc))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, item = await queue.get()
+            if item is _END:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                assert isinstance(item, GenerateChunk)
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T], poll: float = 0.25) -> T:
+    """Await `work`, cancelling it if the client goes away (which closes the worker stream and
+    so aborts the generation there)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise asyncio.CancelledError("client disconnected")
+    finally:
+        if not task.done():
+            task.cancel()

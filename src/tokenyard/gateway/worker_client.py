@@ -1,0 +1,85 @@
+"""Talks to workers over one shared HTTP client: streamed generation and embeddings.
+
+Worker errors come back as typed errors with the worker's own status; a connection that breaks
+or a stream that ends without a finish reason becomes a WorkerError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+
+from tokenyard.errors import UpstreamError, WorkerError, error_from_body
+from tokenyard.protocol.internal import EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest
+
+
+class GenerationStream:
+    """One open NDJSON stream of GenerateChunks from a worker."""
+
+    def __init__(self, response: httpx.Response, address: str) -> None:
+        self._response = response
+        self._address = address
+
+    async def chunks(self) -> AsyncIterator[GenerateChunk]:
+        finished = False
+        try:
+            async for line in self._response.aiter_lines():
+                if not line:
+                    continue
+                chunk = GenerateChunk.model_validate_json(line)
+                if chunk.error is not None:
+                    err = chunk.error
+                    raise UpstreamError(err.status_code, err.type, err.message, param=err.param, code=err.code)
+                finished = chunk.finish_reason is not None
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise WorkerError(f"Lost the connection to worker {self._address} mid-stream: {exc}") from exc
+        finally:
+            await self._response.aclose()
+        if not finished:
+            raise WorkerError(f"Worker {self._address} ended the stream before finishing.")
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class WorkerClient:
+    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+        self._client = client
+        self._timeout = httpx.Timeout(timeout, connect=5.0)
+
+    async def open_generation(self, address: str, request: GenerateRequest) -> GenerationStream:
+        """Start generating; errors the worker answers before streaming are raised here."""
+        http_request = self._client.build_request(
+            "POST", f"{address}/generate", content=request.model_dump_json(), timeout=self._timeout
+        )
+        try:
+            response = await self._client.send(http_request, stream=True)
+        except httpx.TransportError as exc:
+            raise WorkerError(f"Could not reach worker {address}: {exc}") from exc
+        if response.status_code != 200:
+            await response.aread()
+            await response.aclose()
+            raise _error_of(response)
+        return GenerationStream(response, address)
+
+    async def embed(self, address: str, request: EmbedRequest) -> EmbedResponse:
+        try:
+            response = await self._client.post(
+                f"{address}/embed", content=request.model_dump_json(), timeout=self._timeout
+            )
+        except httpx.TransportError as exc:
+            raise WorkerError(f"Could not reach worker {address}: {exc}") from exc
+        if response.status_code != 200:
+            raise _error_of(response)
+        return EmbedResponse.model_validate_json(response.content)
+
+
+def _error_of(response: httpx.Response) -> Exception:
+    try:
+        body: object = response.json()
+    except ValueError:
+        body = None
+    retry = response.headers.get("retry-after")
+    return error_from_body(response.status_code, body, retry_after=float(retry) if retry else None)

@@ -1,0 +1,230 @@
+"""The worker's HTTP app: generate (NDJSON stream), embed, count tokens, status, health.
+
+State lives on `app.state.worker` (a WorkerRuntime); nothing is bound at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from tokenyard.config import WorkerConfig
+from tokenyard.engine.base import EmbeddingEngine, EngineStats, GenerationEngine, GenerationOutput
+from tokenyard.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoHealthyWorkerError,
+    TokenyardError,
+)
+from tokenyard.protocol.internal import (
+    EmbedRequest,
+    EmbedResponse,
+    ErrorDetail,
+    GenerateChunk,
+    GenerateRequest,
+    ModelKind,
+    TokenCountRequest,
+    TokenCountResponse,
+    WorkerState,
+    WorkerStatus,
+)
+from tokenyard.web import ClusterAuthMiddleware, cluster_headers, install_error_handlers
+from tokenyard.worker.heartbeat import Heartbeat
+from tokenyard.worker.prompts import encode_prompt, prepare
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    """Everything one worker process holds: its engine, identity and drain state."""
+
+    config: WorkerConfig
+    engine: GenerationEngine | EmbeddingEngine
+    kind: ModelKind
+    model_names: list[str]
+    worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
+    draining: bool = False
+    in_flight: int = 0
+    heartbeat: Heartbeat | None = None
+
+    def status(self) -> WorkerStatus:
+        stats: EngineStats = self.engine.stats()
+        queue = max(stats.num_running + stats.num_waiting, self.in_flight)
+        return WorkerStatus(
+            worker_id=self.worker_id,
+            address=self.config.address(),
+            models=self.model_names,
+            kind=self.kind,
+            context_length=self.engine.context_length,
+            state=WorkerState.DRAINING if self.draining else WorkerState.HEALTHY,
+            reason="shutting down: finishing in-flight requests" if self.draining else "",
+            queue_length=queue,
+            num_running=stats.num_running,
+            num_waiting=stats.num_waiting,
+            speed=max(stats.tokens_per_second, 1.0),
+            heartbeat_interval=self.config.heartbeat_interval,
+        )
+
+    def check_accepting(self, model: str) -> None:
+        if model not in self.model_names:
+            raise ModelNotFoundError(model)
+        if self.draining:
+            raise NoHealthyWorkerError("This worker is draining and takes no new requests.")
+
+    def generation_engine(self) -> GenerationEngine:
+        if self.kind is not ModelKind.GENERATE:
+            raise InvalidRequestError("This model only computes embeddings; use /v1/embeddings.", param="model")
+        return self.engine  # type: ignore[return-value]
+
+    def embedding_engine(self) -> EmbeddingEngine:
+        if self.kind is not ModelKind.EMBED:
+            raise InvalidRequestError("This model does not compute embeddings.", param="model")
+        return self.engine  # type: ignore[return-value]
+
+    async def start_draining(self) -> None:
+        """Stop taking work and tell the controller at once, so no new request is dispatched here."""
+        self.draining = True
+        logger.info("draining: %d request(s) in flight", self.in_flight)
+        if self.heartbeat is not None:
+            await self.heartbeat.beat()
+
+
+def _chunk(output: GenerationOutput) -> GenerateChunk:
+    return GenerateChunk(
+        text=output.text,
+        num_new_tokens=output.num_new_tokens,
+        prompt_tokens=output.num_prompt_tokens,
+        completion_tokens=output.num_output_tokens,
+        finish_reason=output.finish_reason,
+    )
+
+
+def _error_chunk(error: TokenyardError) -> GenerateChunk:
+    detail = ErrorDetail(
+        message=error.message,
+        type=error.error_type,
+        param=error.param,
+        code=error.code,
+        status_code=error.status_code,
+    )
+    return GenerateChunk(error=detail)
+
+
+async def _stream_lines(
+    runtime: WorkerRuntime, first: GenerationOutput, outputs: AsyncIterator[GenerationOutput]
+) -> AsyncIterator[str]:
+    """NDJSON lines; an engine failure mid-stream becomes a final error line, never a cut stream."""
+    try:
+        yield _chunk(first).model_dump_json() + "\n"
+        async for output in outputs:
+            yield _chunk(output).model_dump_json() + "\n"
+    except TokenyardError as exc:
+        yield _error_chunk(exc).model_dump_json() + "\n"
+    except Exception:
+        logger.exception("engine failed mid-stream")
+        yield (_error_chunk(TokenyardError("The model worker failed while generating.")).model_dump_json() + "\n")
+    finally:
+        # Runs on normal end and when the gateway disconnects: closing the engine's iterator aborts it.
+        await outputs.aclose()  # type: ignore[attr-defined]
+        runtime.in_flight -= 1
+
+
+def register_routes(app: FastAPI) -> None:
+    @app.post("/generate")
+    async def generate(body: GenerateRequest, request: Request) -> StreamingResponse:
+        runtime: WorkerRuntime = request.app.state.worker
+        runtime.check_accepting(body.model)
+        engine = runtime.generation_engine()
+        prepared = prepare(body, engine.tokenizer, engine.context_length)
+        outputs = engine.generate(body.request_id, prepared.prompt_token_ids, prepared.params)
+        runtime.in_flight += 1
+        try:
+            # Waiting for the first output lets refusals (queue full) leave as a real HTTP status.
+            first = await outputs.__anext__()
+        except BaseException:
+            runtime.in_flight -= 1
+            await outputs.aclose()  # type: ignore[attr-defined]
+            raise
+        return StreamingResponse(_stream_lines(runtime, first, outputs), media_type="application/x-ndjson")
+
+    @app.post("/embed")
+    async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
+        runtime: WorkerRuntime = request.app.state.worker
+        runtime.check_accepting(body.model)
+        engine = runtime.embedding_engine()
+        if body.dimensions is not None and body.dimensions != engine.dimensions:
+            raise InvalidRequestError(
+                f"This model returns {engine.dimensions}-dimensional embeddings and cannot shorten them "
+                f"to {body.dimensions}.",
+                param="dimensions",
+            )
+        runtime.in_flight += 1
+        try:
+            if body.token_ids is not None:
+                vectors, tokens = await engine.embed_token_ids(body.token_ids)
+            else:
+                vectors, tokens = await engine.embed_texts(body.texts or [])
+        finally:
+            runtime.in_flight -= 1
+        return EmbedResponse(embeddings=vectors, prompt_tokens=tokens)
+
+    @app.post("/count_tokens")
+    async def count_tokens(body: TokenCountRequest, request: Request) -> TokenCountResponse:
+        runtime: WorkerRuntime = request.app.state.worker
+        engine = runtime.generation_engine()
+        probe = GenerateRequest(request_id="count", model=body.model, messages=body.messages, prompt=body.prompt)
+        return TokenCountResponse(
+            count=len(encode_prompt(probe, engine.tokenizer)), context_length=engine.context_length
+        )
+
+    @app.get("/status")
+    async def status(request: Request) -> WorkerStatus:
+        runtime: WorkerRuntime = request.app.state.worker
+        return runtime.status()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        runtime: WorkerRuntime = request.app.state.worker
+        if runtime.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+
+def create_app(runtime: WorkerRuntime, cluster_token: str | None) -> FastAPI:
+    """The worker app; its lifespan starts the engine, then registers and heartbeats."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.engine.start()
+        async with httpx.AsyncClient(headers=cluster_headers(cluster_token)) as client:
+            runtime.heartbeat = Heartbeat(
+                client, runtime.config.controller, runtime.status, runtime.config.heartbeat_interval
+            )
+            runtime.heartbeat.start()
+            started = time.monotonic()
+            logger.info("worker %s serving %s at %s", runtime.worker_id, runtime.model_names, runtime.config.address())
+            yield
+            await runtime.heartbeat.stop()
+            await runtime.heartbeat.unregister(runtime.worker_id)
+            logger.info("worker %s stopped after %.0f s", runtime.worker_id, time.monotonic() - started)
+        await runtime.engine.shutdown()
+
+    app = FastAPI(title="tokenyard worker", lifespan=lifespan)
+    app.state.worker = runtime
+    install_error_handlers(app)
+    register_routes(app)
+    app.add_middleware(ClusterAuthMiddleware, token=cluster_token)
+    return app

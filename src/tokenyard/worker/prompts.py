@@ -1,0 +1,57 @@
+"""Turns a GenerateRequest into prompt token ids and SamplingParams, checking the context window.
+
+Kept apart from the HTTP layer so the rules (chat template, default max_tokens, the context check)
+are unit-testable without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenyard.engine.base import PromptTokenizer, SamplingParams
+from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
+from tokenyard.protocol.internal import GenerateRequest
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+def encode_prompt(request: GenerateRequest, tokenizer: PromptTokenizer) -> list[int]:
+    if request.messages is not None:
+        return tokenizer.encode_chat(request.messages)
+    if request.prompt is not None:
+        return tokenizer.encode_text(request.prompt)
+    if request.prompt_token_ids is not None:
+        return list(request.prompt_token_ids)
+    raise InvalidRequestError("A prompt is required: send messages, prompt or token ids.", param="prompt")
+
+
+def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length: int) -> PreparedRequest:
+    """Tokenise and size the request; raises ContextLengthExceededError when it cannot fit."""
+    prompt_ids = encode_prompt(request, tokenizer)
+    if not prompt_ids:
+        raise InvalidRequestError("The prompt is empty.", param="prompt")
+    options = request.sampling
+    room = context_length - len(prompt_ids)
+    max_tokens = options.max_tokens if options.max_tokens is not None else room
+    if room < 1 or max_tokens > room:
+        raise ContextLengthExceededError(
+            prompt_tokens=len(prompt_ids),
+            max_tokens=max(max_tokens, 1),
+            context_length=context_length,
+            param=request.max_tokens_param if room >= 1 else "messages" if request.messages else "prompt",
+        )
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        seed=options.seed,
+        stop=tuple(options.stop),
+        stop_token_ids=tuple(options.stop_token_ids),
+        ignore_eos=options.ignore_eos,
+    )
+    return PreparedRequest(prompt_ids, params)
