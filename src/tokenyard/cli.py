@@ -65,8 +65,6 @@ def serve(
     embedding_model: str | None,
 ) -> None:
     """Run controller, a chat worker, an embedding worker and the gateway, supervised, until Ctrl-C."""
-    from tokenyard.serve import run_serve
-
     settings = _settings(
         config_file,
         gateway={"host": host, "port": port},
@@ -74,6 +72,8 @@ def serve(
         serve={"embedding_model": embedding_model},
     )
     _setup_logging("serve")
+    from tokenyard.serve import run_serve  # heavy imports only once the settings are valid
+
     sys.exit(run_serve(settings, config_file))
 
 
@@ -88,10 +88,10 @@ def serve(
 )
 def controller(config_file: str | None, host: str | None, port: int | None, dispatch: str | None) -> None:
     """Run the controller: worker registry, heartbeats, health and dispatch."""
-    from tokenyard.controller.main import run_controller
-
     settings = _settings(config_file, controller={"host": host, "port": port, "dispatch": dispatch})
     _setup_logging("controller")
+    from tokenyard.controller.main import run_controller
+
     run_controller(settings.controller, settings.cluster.secret())
 
 
@@ -113,11 +113,11 @@ def controller(config_file: str | None, host: str | None, port: int | None, disp
 @click.option("--heartbeat-interval", type=click.FloatRange(0, min_open=True), help="Seconds.  [default: 2]")
 def worker(config_file: str | None, model_names: tuple[str, ...], controller_url: str | None, **flags: Any) -> None:
     """Run one model worker that registers with the controller."""
-    from tokenyard.worker.main import run_worker
-
     values = dict(flags, controller=controller_url, model_names=list(model_names) or None)
     settings = _settings(config_file, worker=values)
     _setup_logging("worker")
+    from tokenyard.worker.main import run_worker
+
     run_worker(settings)
 
 
@@ -128,10 +128,10 @@ def worker(config_file: str | None, model_names: tuple[str, ...], controller_url
 @click.option("--controller", "controller_url", help="Controller URL.  [default: http://127.0.0.1:21001]")
 def gateway(config_file: str | None, host: str | None, port: int | None, controller_url: str | None) -> None:
     """Run the OpenAI-compatible API gateway."""
-    from tokenyard.gateway.main import run_gateway
-
     settings = _settings(config_file, gateway={"host": host, "port": port, "controller": controller_url})
     _setup_logging("gateway")
+    from tokenyard.gateway.main import run_gateway
+
     run_gateway(settings)
 
 

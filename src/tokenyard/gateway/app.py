@@ -80,7 +80,8 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
             app.state.embedding = EmbeddingServing(router, workers)
             yield
 
-    app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)
+    # Bodies are JSON whatever Content-Type says: `curl -d` sends a form type by default.
+    app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan, strict_content_type=False)
     install_error_handlers(app)
     register_routes(app)
     return app

@@ -120,22 +120,28 @@ def _error_chunk(error: TokenyardError) -> GenerateChunk:
 
 
 async def _stream_lines(
-    runtime: WorkerRuntime, first: GenerationOutput, outputs: AsyncIterator[GenerationOutput]
+    runtime: WorkerRuntime, request_id: str, first: GenerationOutput, outputs: AsyncIterator[GenerationOutput]
 ) -> AsyncIterator[str]:
     """NDJSON lines; an engine failure mid-stream becomes a final error line, never a cut stream."""
+    last, failed = first, False
     try:
         yield _chunk(first).model_dump_json() + "\n"
         async for output in outputs:
+            last = output
             yield _chunk(output).model_dump_json() + "\n"
     except TokenyardError as exc:
+        failed = True
         yield _error_chunk(exc).model_dump_json() + "\n"
     except Exception:
+        failed = True
         logger.exception("engine failed mid-stream")
-        yield (_error_chunk(TokenyardError("The model worker failed while generating.")).model_dump_json() + "\n")
+        yield _error_chunk(TokenyardError("The model worker failed while generating.")).model_dump_json() + "\n"
     finally:
         # Runs on normal end and when the gateway disconnects: closing the engine's iterator aborts it.
         await outputs.aclose()  # type: ignore[attr-defined]
         runtime.in_flight -= 1
+        if last.finish_reason is None and not failed:
+            logger.info("request %s aborted after %d tokens: the client went away", request_id, last.num_output_tokens)
 
 
 def register_routes(app: FastAPI) -> None:
@@ -154,7 +160,9 @@ def register_routes(app: FastAPI) -> None:
             runtime.in_flight -= 1
             await outputs.aclose()  # type: ignore[attr-defined]
             raise
-        return StreamingResponse(_stream_lines(runtime, first, outputs), media_type="application/x-ndjson")
+        return StreamingResponse(
+            _stream_lines(runtime, body.request_id, first, outputs), media_type="application/x-ndjson"
+        )
 
     @app.post("/embed")
     async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:

@@ -1,0 +1,104 @@
+"""Workers joining, dying, draining and outliving a controller restart, with real processes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import CHAT_MODEL
+from tests.integration.processes import Cluster, wait_until
+
+INTERVAL = 1.0  # heartbeat seconds for these tests
+LONG_STREAM = {
+    "model": CHAT_MODEL,
+    "messages": [{"role": "user", "content": "go on"}],
+    "max_tokens": 200,
+    "ignore_eos": True,
+    "stream": True,
+}
+
+
+@pytest.fixture
+def small_cluster(tmp_path: Path, tiny_chat_model_dir: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, tmp_path / "home", heartbeat_interval=INTERVAL)
+    try:
+        running.start_controller()
+        running.start_worker("chat", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL)
+        running.start_gateway()
+        assert wait_until(lambda: running.model_ids() == [CHAT_MODEL], timeout=10), running.logs()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_killed_worker_leaves_models_within_three_intervals(small_cluster: Cluster) -> None:
+    small_cluster.workers["chat"].signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert wait_until(lambda: small_cluster.model_ids() == [], timeout=10), small_cluster.logs()
+    elapsed = time.monotonic() - killed_at
+    # Three silent intervals, plus the controller's sweep and the gateway's model-list cache.
+    assert elapsed < 3 * INTERVAL + 1.0, f"took {elapsed:.2f}s"
+    response = httpx.post(
+        f"{small_cluster.gateway_url}/v1/chat/completions",
+        json={"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "no_healthy_worker"
+
+
+def test_restarted_controller_has_worker_back_within_one_interval(small_cluster: Cluster) -> None:
+    assert small_cluster.controller is not None
+    small_cluster.controller.signal(signal.SIGKILL)
+    small_cluster.controller.stop()
+    small_cluster.start_controller()
+    back_at = time.monotonic()
+    assert wait_until(lambda: len(small_cluster.registered_worker_ids()) == 1, timeout=5), small_cluster.logs()
+    assert time.monotonic() - back_at < INTERVAL + 0.5
+    body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    response = httpx.post(f"{small_cluster.gateway_url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+
+
+def _read_stream(url: str, lines: list[str], started: threading.Event) -> None:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=LONG_STREAM, timeout=60) as response:
+        for line in response.iter_lines():
+            if line:
+                lines.append(line)
+                started.set()
+
+
+def test_sigterm_drains_in_flight_stream_then_unregisters(small_cluster: Cluster) -> None:
+    lines: list[str] = []
+    started = threading.Event()
+    reader = threading.Thread(target=_read_stream, args=(small_cluster.gateway_url, lines, started))
+    reader.start()
+    assert started.wait(30), small_cluster.logs()
+    worker = small_cluster.workers["chat"]
+    worker.signal(signal.SIGTERM)
+    reader.join(60)
+    assert lines[-1] == "data: [DONE]"
+    assert any('"finish_reason":"length"' in line for line in lines), lines[-3:]
+    assert not any('"error"' in line for line in lines)
+    assert worker.wait(timeout=30) == 0
+    # It left the registry by unregistering, not by expiring.
+    workers = httpx.get(f"{small_cluster.controller_url}/workers", timeout=5).json()["workers"]
+    assert workers == []
+
+
+def test_client_disconnect_aborts_generation_on_worker(small_cluster: Cluster) -> None:
+    with httpx.stream(
+        "POST", f"{small_cluster.gateway_url}/v1/chat/completions", json=LONG_STREAM, timeout=60
+    ) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: {"))
+    completion_id = first.split('"id":"', 1)[1].split('"', 1)[0]
+    worker = small_cluster.workers["chat"]
+    assert wait_until(lambda: f"{completion_id}-0 aborted" in worker.logs(), timeout=10), worker.logs()
+    status = httpx.get(f"http://127.0.0.1:{worker.port}/status", timeout=5).json()  # type: ignore[attr-defined]
+    assert status["num_running"] == 0

@@ -1,0 +1,124 @@
+"""The official `openai` client against a real gateway, controller and workers (tiny models)."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+from openai import AsyncOpenAI, OpenAI
+
+from tests.integration.conftest import CHAT_MODEL, EMBEDDING_MODEL
+from tests.integration.processes import Cluster
+
+MESSAGES = [{"role": "user", "content": "你好, tell me a story"}]
+
+
+def test_models_lists_both_workers(client: OpenAI) -> None:
+    ids = sorted(model.id for model in client.models.list())
+    assert ids == sorted([CHAT_MODEL, EMBEDDING_MODEL])
+
+
+def test_chat_completion(client: OpenAI) -> None:
+    completion = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=12, temperature=0)
+    choice = completion.choices[0]
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == CHAT_MODEL
+    assert choice.message.role == "assistant"
+    assert choice.finish_reason in ("stop", "length")
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 0
+    assert 0 < completion.usage.completion_tokens <= 12
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+
+def test_streamed_chat_equals_non_streamed_at_temperature_zero(client: OpenAI) -> None:
+    whole = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=16, temperature=0)
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=MESSAGES,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert text == whole.choices[0].message.content
+    assert finish == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_stream_ends_with_done(cluster: Cluster) -> None:
+    body = {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{cluster.gateway_url}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert sum(line == "data: [DONE]" for line in lines) == 1
+
+
+def test_n_choices_and_seed(client: OpenAI) -> None:
+    first = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=8, n=3, seed=7)
+    again = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=8, n=3, seed=7)
+    assert [c.index for c in first.choices] == [0, 1, 2]
+    assert [c.message.content for c in first.choices] == [c.message.content for c in again.choices]
+    single = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=8, seed=7)
+    assert first.usage is not None and single.usage is not None
+    # The prompt is counted once however many choices it has, as OpenAI does.
+    assert first.usage.prompt_tokens == single.usage.prompt_tokens
+    assert 3 <= first.usage.completion_tokens <= 24
+
+
+def test_text_completion(client: OpenAI) -> None:
+    completion = client.completions.create(model=CHAT_MODEL, prompt="Once upon a time", max_tokens=5, temperature=0)
+    assert completion.object == "text_completion"
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None and completion.usage.completion_tokens <= 5
+
+
+def test_text_completion_many_prompts_and_token_ids(client: OpenAI) -> None:
+    completion = client.completions.create(model=CHAT_MODEL, prompt=["a b", "c d"], max_tokens=3, temperature=0)
+    assert [c.index for c in completion.choices] == [0, 1]
+    by_ids = client.completions.create(model=CHAT_MODEL, prompt=[5, 6, 7], max_tokens=3, temperature=0)
+    assert by_ids.usage is not None and by_ids.usage.prompt_tokens == 3
+
+
+def test_streamed_text_completion(client: OpenAI) -> None:
+    stream = client.completions.create(model=CHAT_MODEL, prompt="Once", max_tokens=6, temperature=0, stream=True)
+    chunks = list(stream)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_embeddings_float_and_base64(client: OpenAI, cluster: Cluster) -> None:
+    result = client.embeddings.create(model=EMBEDDING_MODEL, input=["hello world", "你好，世界"])
+    assert [d.index for d in result.data] == [0, 1]
+    vectors = [d.embedding for d in result.data]
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-4 for v in vectors)
+    assert result.usage.prompt_tokens > 0
+    raw = httpx.post(
+        f"{cluster.gateway_url}/v1/embeddings",
+        json={"model": EMBEDDING_MODEL, "input": ["hello world", "你好，世界"], "encoding_format": "float"},
+        timeout=30,
+    ).json()
+    assert [d["embedding"] for d in raw["data"]] == vectors
+    # The openai client asks for base64 by default and decodes it; both must agree.
+    assert all(len(v) == len(vectors[0]) for v in vectors)
+
+
+async def test_async_client_concurrent_streams(async_client: AsyncOpenAI) -> None:
+    import asyncio
+
+    async def one(i: int) -> str:
+        stream = await async_client.chat.completions.create(
+            model=CHAT_MODEL, messages=[{"role": "user", "content": f"count {i}"}], max_tokens=8, stream=True
+        )
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    texts = await asyncio.gather(*(one(i) for i in range(4)))
+    assert len(texts) == 4

@@ -1,0 +1,80 @@
+"""`tokenyard serve` end to end with the real default models, then Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.integration.processes import free_port, service_env, wait_until
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(600)
+def test_serve_default_models_answers_paris_and_stops_cleanly(tmp_path: Path, test_home: Path) -> None:
+    port = free_port()
+    env = service_env(test_home)
+    env.update(
+        TOKENYARD_CONTROLLER__PORT=str(free_port()),
+        TOKENYARD_WORKER__PORT=str(free_port()),
+        TOKENYARD_SERVE__EMBEDDING_PORT=str(free_port()),
+    )
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "tokenyard", "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    logs = lambda: (tmp_path / "serve.log").read_text(errors="replace")[-8000:]  # noqa: E731
+    try:
+        assert wait_until(lambda: "tokenyard is serving" in logs() or serve.poll() is not None, 500), logs()
+        assert serve.poll() is None, logs()
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        assert sorted(m.id for m in client.models.list()) == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+        answer = client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            temperature=0,
+            max_tokens=30,
+        )
+        assert "Paris" in (answer.choices[0].message.content or "")
+        embeddings = client.embeddings.create(model="all-minilm-l6-v2", input=["a cat", "一只猫"])
+        assert [len(d.embedding) for d in embeddings.data] == [384, 384]
+        assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
+        children = _descendants(serve.pid)
+        assert len(children) == 4, logs()
+        serve.send_signal(signal.SIGINT)
+        stopped_at = time.monotonic()
+        assert serve.wait(timeout=30) == 0, logs()
+        assert time.monotonic() - stopped_at < 15
+        assert wait_until(lambda: not any(_alive(pid) for pid in children), timeout=5), logs()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        log.close()
