@@ -46,15 +46,11 @@ async def _register(client: httpx.AsyncClient, make_status: StatusFactory, *args
     assert response.json() == {"accepted": True}
 
 
-async def test_register_then_models_then_dispatch(
-    client: httpx.AsyncClient, make_status: StatusFactory
-) -> None:
+async def test_register_then_models_then_dispatch(client: httpx.AsyncClient, make_status: StatusFactory) -> None:
     await _register(client, make_status, "w1", models=["chat"], address="http://h:21002", context_length=4096)
 
     models = (await client.get("/models")).json()
-    assert models == {
-        "models": [{"name": "chat", "kind": "generate", "context_length": 4096, "num_workers": 1}]
-    }
+    assert models == {"models": [{"name": "chat", "kind": "generate", "context_length": 4096, "num_workers": 1}]}
 
     response = await client.post("/dispatch", json={"model": "chat"})
     assert response.status_code == 200
@@ -66,9 +62,7 @@ async def test_register_then_models_then_dispatch(
     }
 
 
-async def test_heartbeat_registers_unknown_worker(
-    client: httpx.AsyncClient, make_status: StatusFactory
-) -> None:
+async def test_heartbeat_registers_unknown_worker(client: httpx.AsyncClient, make_status: StatusFactory) -> None:
     # A restarted controller learns its workers from their next heartbeat.
     status = make_status("w1", queue_length=3).model_dump(mode="json")
     assert (await client.post("/heartbeat", json=status)).json() == {"accepted": True}
@@ -146,15 +140,11 @@ async def test_silent_worker_disappears_after_expiry(
 
 async def test_routes_lists_healthy_workers(client: httpx.AsyncClient, make_status: StatusFactory) -> None:
     await _register(client, make_status, "w1", models=["chat"], address="http://a:1")
-    await _register(
-        client, make_status, "w2", models=["chat"], address="http://b:2", state=WorkerState.UNHEALTHY
-    )
+    await _register(client, make_status, "w2", models=["chat"], address="http://b:2", state=WorkerState.UNHEALTHY)
 
     table = (await client.get("/routes")).json()
 
-    assert [(r["model"], [w["address"] for w in r["workers"]]) for r in table["routes"]] == [
-        ("chat", ["http://a:1"])
-    ]
+    assert [(r["model"], [w["address"] for w in r["workers"]]) for r in table["routes"]] == [("chat", ["http://a:1"])]
 
 
 async def test_configured_policy_is_used(clock: FakeClock, make_status: StatusFactory) -> None:
@@ -162,9 +152,7 @@ async def test_configured_policy_is_used(clock: FakeClock, make_status: StatusFa
     async with _client(app) as client:
         await _register(client, make_status, "a", queue_length=0)
         await _register(client, make_status, "b", queue_length=50)  # round robin ignores queues
-        picks = [
-            (await client.post("/dispatch", json={"model": "chat"})).json()["worker_id"] for _ in range(4)
-        ]
+        picks = [(await client.post("/dispatch", json={"model": "chat"})).json()["worker_id"] for _ in range(4)]
     assert picks == ["a", "b", "a", "b"]
 
 
@@ -185,9 +173,7 @@ async def test_request_without_token_is_403(app: FastAPI, make_status: StatusFac
         assert (await client.get("/workers")).status_code == 403
 
 
-async def test_loopback_peer_without_configured_token_is_accepted(
-    clock: FakeClock, make_status: StatusFactory
-) -> None:
+async def test_loopback_peer_without_configured_token_is_accepted(clock: FakeClock, make_status: StatusFactory) -> None:
     app = create_app(ControllerConfig(), None, clock=clock)
     async with _client(app, token=None, peer="127.0.0.1") as client:
         await _register(client, make_status, "w1")

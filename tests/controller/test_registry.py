@@ -15,9 +15,7 @@ def registry(clock: FakeClock) -> WorkerRegistry:
     return WorkerRegistry(clock=clock, expiry_intervals=3.0, forget_after=300.0)
 
 
-def test_upsert_registers_and_heartbeat_replaces_status(
-    registry: WorkerRegistry, make_status: StatusFactory
-) -> None:
+def test_upsert_registers_and_heartbeat_replaces_status(registry: WorkerRegistry, make_status: StatusFactory) -> None:
     registry.upsert(make_status("w1", queue_length=4))
     registry.upsert(make_status("w1", queue_length=1))
 
@@ -57,9 +55,7 @@ def test_expiry_uses_each_workers_own_interval(
     assert [e.worker_id for e in registry.candidates("chat")] == ["slow"]
 
 
-def test_heartbeats_keep_a_worker_alive(
-    registry: WorkerRegistry, clock: FakeClock, make_status: StatusFactory
-) -> None:
+def test_heartbeats_keep_a_worker_alive(registry: WorkerRegistry, clock: FakeClock, make_status: StatusFactory) -> None:
     for _ in range(10):
         clock.advance(5.0)
         registry.upsert(make_status("w1"))
@@ -154,9 +150,7 @@ def test_remove_unregisters_but_model_stays_known_for_a_while(
     assert not registry.knows_model("never-served")
 
 
-def test_models_lists_healthy_models_with_counts(
-    registry: WorkerRegistry, make_status: StatusFactory
-) -> None:
+def test_models_lists_healthy_models_with_counts(registry: WorkerRegistry, make_status: StatusFactory) -> None:
     registry.upsert(make_status("w1", models=["chat"], context_length=4096))
     registry.upsert(make_status("w2", models=["chat"], context_length=2048))
     registry.upsert(make_status("e1", models=["embed"], kind=ModelKind.EMBED, context_length=512))

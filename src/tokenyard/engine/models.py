@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from tokenyard.errors import ModelLoadError
@@ -77,12 +78,21 @@ def detect_kind(folder: Path) -> ModelKind:
     if any((folder / name).is_file() for name in _SENTENCE_TRANSFORMERS_FILES):
         return ModelKind.EMBED
     config = _read_json(folder / "config.json")
-    architectures = config.get("architectures") or []
-    if not architectures:
+    architectures = config.get("architectures")
+    if not isinstance(architectures, list) or not architectures:
         return ModelKind.GENERATE  # old configs omit it; the causal-LM loader then says what is wrong
     # GPT-2 style checkpoints name their causal head `*LMHeadModel`.
     is_causal = any(str(arch).endswith(("ForCausalLM", "LMHeadModel")) for arch in architectures)
     return ModelKind.GENERATE if is_causal else ModelKind.EMBED
+
+
+def model_context_length(config: Any) -> int:
+    """The longest sequence the model was built for, from whichever field its family uses."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ModelLoadError("the model's config.json states no context length; pass --context-length N")
 
 
 def _resolved(name: str, folder: Path) -> ResolvedModel:

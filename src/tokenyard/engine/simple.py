@@ -27,6 +27,7 @@ import torch
 
 from tokenyard.engine.base import EngineStats, GenerationOutput, SamplingParams
 from tokenyard.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from tokenyard.engine.models import model_context_length
 from tokenyard.engine.sampling import make_generator, sample_next_token
 from tokenyard.engine.tokenizer import HFPromptTokenizer
 from tokenyard.errors import (
@@ -340,15 +341,6 @@ class SimpleGenerationEngine:
             self._tokens_generated += produced
             if produced and seconds > 0:
                 self._tokens_per_second = _ema(self._tokens_per_second, produced / seconds)
-
-
-def model_context_length(config: Any) -> int:
-    """The longest sequence the model was built for, from whichever field its family uses."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ModelLoadError("the model's config.json states no context length; pass --context-length N")
 
 
 def _config_eos_ids(model: Any) -> set[int]:

@@ -1,0 +1,55 @@
+"""Stream merging and SSE framing, on hand-made chunk streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tokenyard.errors import WorkerError
+from tokenyard.gateway.streaming import merge_streams, sse, sse_error
+from tokenyard.protocol.internal import GenerateChunk
+
+
+class FakeStream:
+    def __init__(self, texts: list[str], fail: bool = False, delay: float = 0.0) -> None:
+        self.texts, self.fail, self.delay, self.closed = texts, fail, delay, False
+
+    async def chunks(self) -> AsyncIterator[GenerateChunk]:
+        for i, text in enumerate(self.texts):
+            await asyncio.sleep(self.delay)
+            yield GenerateChunk(text=text, finish_reason="stop" if i == len(self.texts) - 1 else None)
+        if self.fail:
+            raise WorkerError("lost the worker")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_merge_tags_and_interleaves() -> None:
+    streams = [FakeStream(["a", "b"], delay=0.01), FakeStream(["x", "y", "z"], delay=0.005)]
+    merged = [(i, c.text) async for i, c in merge_streams(streams)]  # type: ignore[arg-type]
+    assert [t for i, t in merged if i == 0] == ["a", "b"]
+    assert [t for i, t in merged if i == 1] == ["x", "y", "z"]
+    assert all(s.closed for s in streams)
+
+
+async def test_merge_raises_the_first_failure_and_closes_all() -> None:
+    streams = [FakeStream(["a"], fail=True), FakeStream(["x"] * 50, delay=0.01)]
+    with pytest.raises(WorkerError):
+        async for _ in merge_streams(streams):  # type: ignore[arg-type]
+            pass
+    assert all(s.closed for s in streams)
+
+
+def test_sse_keeps_chinese_readable() -> None:
+    assert sse({"text": "你好"}) == 'data: {"text":"你好"}\n\n'
+
+
+def test_sse_error_is_openai_shaped_and_hides_internal_errors() -> None:
+    typed = json.loads(sse_error(WorkerError("gone"))[len("data: ") :])
+    assert typed["error"]["code"] == "worker_error" and typed["error"]["message"] == "gone"
+    hidden = json.loads(sse_error(RuntimeError("secret detail"))[len("data: ") :])
+    assert "secret" not in hidden["error"]["message"]
