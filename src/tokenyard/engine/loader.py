@@ -1,0 +1,90 @@
+"""Build the engine a worker runs: pick device, dtype and engine class for a resolved model.
+
+This is where the process-wide torch settings are made (thread count) and where the `--device`,
+`--dtype` and `--quantization` flags turn into concrete choices. Any failure leaves as a
+`ModelLoadError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from tokenyard.config import WorkerConfig
+from tokenyard.engine.base import EmbeddingEngine, GenerationEngine
+from tokenyard.engine.embedding import SimpleEmbeddingEngine
+from tokenyard.engine.models import ResolvedModel
+from tokenyard.engine.simple import SimpleGenerationEngine
+from tokenyard.errors import ModelLoadError
+from tokenyard.protocol.internal import ModelKind
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngine | EmbeddingEngine:
+    """Load the model at `resolved.path` into the engine for its kind (not started yet)."""
+    if config.quantization != "none":
+        raise ModelLoadError(f"--quantization {config.quantization} is not supported by this engine yet; use none")
+    configure_torch_threads()
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device, resolved.kind)
+    try:
+        if resolved.kind is ModelKind.EMBED:
+            return SimpleEmbeddingEngine.load(
+                resolved.path, device=device, dtype=dtype, context_length=config.context_length
+            )
+        return SimpleGenerationEngine.load(
+            resolved.path,
+            device=device,
+            dtype=dtype,
+            max_batch_size=config.max_batch_size,
+            max_queue_length=config.max_queue_length,
+            context_length=config.context_length,
+        )
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # transformers raises many types for unreadable or unsupported folders
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load the model in {resolved.path}: {first}") from exc
+
+
+def configure_torch_threads() -> None:
+    """Use the CPUs this process may run on; torch counts the host's cores, too many in a container."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() > available:
+        torch.set_num_threads(available)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def pick_dtype(choice: str, device: torch.device, kind: ModelKind) -> torch.dtype:
+    """`--dtype auto`: bfloat16 where the hardware does it natively, else float16 on GPUs, float32 on CPUs.
+
+    On a CPU with AVX512-BF16, SmolLM2-135M decodes ~1.5x faster in bfloat16 than float32 and still
+    answers correctly; without native bf16 instructions bfloat16 is emulated and slower. Embedding
+    models stay float32 on CPU: they are small, and float32 keeps vectors equal to the reference ones.
+    """
+    if choice != "auto":
+        return _DTYPES[choice]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind is ModelKind.GENERATE and cpu_has_native_bfloat16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def cpu_has_native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU advertises bfloat16 dot-product instructions (x86 AVX512-BF16 or AMX, Arm BF16)."""
+    try:
+        flags = set(cpuinfo.read_text(errors="replace").split())
+    except OSError:  # not Linux: stay with float32, which is never wrong
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
