@@ -90,7 +90,7 @@ class GatewayConfig(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     controller: str = DEFAULT_CONTROLLER_URL
     request_timeout: float = Field(default=600.0, gt=0, description="seconds for one whole request")
-    models_cache_ttl: float = Field(default=1.0, ge=0, description="seconds the model list is cached")
+    models_cache_ttl: float = Field(default=0.5, ge=0, description="seconds the model list is cached")
 
 
 class ServeConfig(_Section):
