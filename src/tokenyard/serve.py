@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -40,13 +41,15 @@ class Child:
     name: str
     argv: list[str]
     grace: float
+    env_overrides: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = field(default=0.0)
 
     def start(self) -> None:
         logger.info("starting %s", self.name)
-        self.process = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=_die_with_parent)
+        env = {**os.environ, **self.env_overrides}
+        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

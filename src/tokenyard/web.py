@@ -14,10 +14,11 @@ import secrets
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
+import anyio
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -82,6 +83,24 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return openai_error(500, "The server had an error while processing your request.", code="internal_error")
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that always closes its body iterator, even when the client went away.
+
+    Starlette cancels the sending task on disconnect while the body generator sits at a `yield`,
+    so the generator's own clean-up (closing upstream streams, aborting generation) would wait
+    for garbage collection. Closing it here, shielded from the cancellation, makes it immediate.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,10 +32,12 @@ def cluster(
 
 
 @pytest.fixture
-def client(cluster: Cluster) -> OpenAI:
-    return OpenAI(base_url=f"{cluster.gateway_url}/v1", api_key="unused", max_retries=0, timeout=60)
+def client(cluster: Cluster) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"{cluster.gateway_url}/v1", api_key="unused", max_retries=0, timeout=60) as openai:
+        yield openai
 
 
 @pytest.fixture
-def async_client(cluster: Cluster) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=f"{cluster.gateway_url}/v1", api_key="unused", max_retries=0, timeout=60)
+async def async_client(cluster: Cluster) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=f"{cluster.gateway_url}/v1", api_key="unused", max_retries=0, timeout=60) as openai:
+        yield openai

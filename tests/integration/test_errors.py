@@ -62,7 +62,7 @@ def test_bad_chat_requests_are_400(cluster: Cluster, body: dict[str, Any], param
 
 
 def test_prompt_longer_than_context(cluster: Cluster) -> None:
-    long_prompt = "word " * 2000
+    long_prompt = "word " * 3000
     body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": long_prompt}]}
     assert_error(post(cluster, "/v1/chat/completions", json=body), 400, code="context_length_exceeded")
 

@@ -38,6 +38,19 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def check_default_models(client: OpenAI) -> None:
+    assert sorted(m.id for m in client.models.list()) == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+    answer = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0,
+        max_tokens=30,
+    )
+    assert "Paris" in (answer.choices[0].message.content or "")
+    embeddings = client.embeddings.create(model="all-minilm-l6-v2", input=["a cat", "一只猫"])
+    assert [len(d.embedding) for d in embeddings.data] == [384, 384]
+
+
 @pytest.mark.timeout(600)
 def test_serve_default_models_answers_paris_and_stops_cleanly(tmp_path: Path, test_home: Path) -> None:
     port = free_port()
@@ -55,17 +68,8 @@ def test_serve_default_models_answers_paris_and_stops_cleanly(tmp_path: Path, te
     try:
         assert wait_until(lambda: "tokenyard is serving" in logs() or serve.poll() is not None, 500), logs()
         assert serve.poll() is None, logs()
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-        assert sorted(m.id for m in client.models.list()) == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
-        answer = client.chat.completions.create(
-            model="smollm2-135m-instruct",
-            messages=[{"role": "user", "content": "What is the capital of France?"}],
-            temperature=0,
-            max_tokens=30,
-        )
-        assert "Paris" in (answer.choices[0].message.content or "")
-        embeddings = client.embeddings.create(model="all-minilm-l6-v2", input=["a cat", "一只猫"])
-        assert [len(d.embedding) for d in embeddings.data] == [384, 384]
+        with OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+            check_default_models(client)
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
         children = _descendants(serve.pid)
         assert len(children) == 4, logs()

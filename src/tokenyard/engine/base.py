@@ -8,7 +8,7 @@ engine owns the model's files.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,8 +71,8 @@ class GenerationEngine(Protocol):
 
     def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[GenerationOutput]:
-        """Stream outputs until one has a finish_reason; closing the iterator aborts the request."""
+    ) -> AsyncGenerator[GenerationOutput, None]:
+        """Stream outputs until one has a finish_reason; closing the generator aborts the request."""
         ...
 
     async def abort(self, request_id: str) -> None: ...

@@ -13,7 +13,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from tokenyard.engine.models import model_context_length
 from tokenyard.errors import ErrorCode, InvalidRequestError, ModelLoadError
 
 Pooling = Literal["mean", "cls", "max"]
+Embedded = tuple[list[list[float]], int]  # the vectors, in input order, and the tokens they used
 _BATCH_SIZE = 32  # inputs per forward pass; bounds activation memory for long lists
 _EMA_WEIGHT = 0.2
 
@@ -84,25 +85,24 @@ class SimpleEmbeddingEngine:
                 tokens_per_second=self._tokens_per_second,
             )
 
-    async def _run(self, job: Any, inputs: list[Any]) -> tuple[list[list[float]], int]:
+    async def _run(self, job: Callable[[Any], Embedded], inputs: list[Any]) -> Embedded:
+        if not inputs:
+            return [], 0
         with self._lock:
             self._in_flight += 1
         try:
-            result: tuple[list[list[float]], int] = await asyncio.get_running_loop().run_in_executor(
-                self._executor, job, inputs
-            )
-            return result
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job, inputs)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
     # --- the worker thread --------------------------------------------------------------------
 
-    def _embed_texts_now(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def _embed_texts_now(self, texts: list[str]) -> Embedded:
         encoded = self._tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         return self._embed_ids(list(encoded))
 
-    def _embed_ids_now(self, token_ids: list[list[int]]) -> tuple[list[list[float]], int]:
+    def _embed_ids_now(self, token_ids: list[list[int]]) -> Embedded:
         vocab = int(self._model.get_input_embeddings().num_embeddings)
         for row in token_ids:
             bad = next((t for t in row if not 0 <= t < vocab), None)
@@ -110,7 +110,7 @@ class SimpleEmbeddingEngine:
                 raise InvalidRequestError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})", param="input")
         return self._embed_ids([self._prefix + row + self._suffix for row in token_ids])
 
-    def _embed_ids(self, rows: list[list[int]]) -> tuple[list[list[float]], int]:
+    def _embed_ids(self, rows: list[list[int]]) -> Embedded:
         """Vectors for full model inputs, in input order, and the number of tokens they used."""
         for index, row in enumerate(rows):
             if len(row) > self.context_length:

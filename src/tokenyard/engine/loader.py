@@ -46,8 +46,11 @@ def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngi
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises many types for unreadable or unsupported folders
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load the model in {resolved.path}: {first}") from exc
+        first = str(exc).strip().splitlines()[0].rstrip(": ") if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load the model in {resolved.path}: {first}; check that the folder holds a complete "
+            "Hugging Face model (config, weights, tokenizer) or re-download it"
+        ) from exc
 
 
 def configure_torch_threads() -> None:

@@ -61,6 +61,8 @@ def resolve_model(spec: str, home: Path) -> ResolvedModel:
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} has no config.json; pass a Hugging Face model folder or a .gguf file")
         return _resolved(path.name, path)
+    if path.is_file() and path.suffix != ".gguf":
+        raise ModelLoadError(f"{path} is a file but not a .gguf; pass a Hugging Face model folder or a .gguf file")
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"no such GGUF file: {path}; check the path passed to --model")
@@ -166,9 +168,13 @@ def _is_complete(folder: Path) -> bool:
 
 def _check_gguf_magic(gguf: Path) -> None:
     """Fail in microseconds, with a clear message, on a file that is not GGUF at all."""
-    with gguf.open("rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise ModelLoadError(f"{gguf} is not a GGUF file (bad header); re-download it")
+    try:
+        with gguf.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {gguf}: {exc.strerror}; check its permissions") from exc
+    if magic != b"GGUF":
+        raise ModelLoadError(f"{gguf} is not a GGUF file (bad header); re-download it")
 
 
 @contextmanager

@@ -18,48 +18,41 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tokenyard.engine.base import EngineStats, GenerationOutput, SamplingParams
-from tokenyard.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from tokenyard.engine.base import EngineStats, GenerationOutput, PromptTokenizer, SamplingParams
 from tokenyard.engine.models import model_context_length
 from tokenyard.engine.sampling import make_generator, sample_next_token
+from tokenyard.engine.sequence import Sequence, validate_request
 from tokenyard.engine.tokenizer import HFPromptTokenizer
-from tokenyard.errors import (
-    ContextLengthExceededError,
-    InvalidRequestError,
-    ModelLoadError,
-    OverloadedError,
-    TokenyardError,
-    WorkerError,
-)
-from tokenyard.protocol.internal import FinishReason
+from tokenyard.errors import InvalidRequestError, ModelLoadError, OverloadedError, TokenyardError, WorkerError
 
 logger = logging.getLogger(__name__)
 _EMA_WEIGHT = 0.2  # of the newest sample, for tokens/s and request duration
+# What the engine thread hands a consumer: an output, an error, or None when the request was aborted.
+_Item = GenerationOutput | TokenyardError | None
 
 
 @dataclass
 class _Request:
-    """One request's state; the engine thread alone touches `cache` and the token lists."""
+    """A sequence plus what this engine needs to run it; only the engine thread touches `cache`."""
 
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
+    sequence: Sequence
     loop: asyncio.AbstractEventLoop
-    outputs: asyncio.Queue[GenerationOutput | TokenyardError]
+    outputs: asyncio.Queue[_Item]
     generator: torch.Generator
-    detokenizer: IncrementalDetokenizer
-    stop_matcher: StopStringMatcher
-    output_token_ids: list[int] = field(default_factory=list)
     cache: Any = None
     started_at: float = 0.0
     aborted: bool = False
+
+    @property
+    def request_id(self) -> str:
+        return self.sequence.request_id
 
 
 class SimpleGenerationEngine:
@@ -74,7 +67,8 @@ class SimpleGenerationEngine:
         max_batch_size: int,
         max_queue_length: int,
     ) -> None:
-        self.tokenizer = tokenizer
+        self.tokenizer: PromptTokenizer = tokenizer  # typed as the protocol says (the attribute is mutable)
+        self._hf_tokenizer = tokenizer
         self.context_length = context_length
         self._model = model
         self._device = next(model.parameters()).device
@@ -132,6 +126,11 @@ class SimpleGenerationEngine:
 
     async def shutdown(self) -> None:
         """Stop the thread; requests still queued or running end with a WorkerError."""
+        self._stop_and_fail_all("the engine shut down before the request finished")
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    def _stop_and_fail_all(self, reason: str) -> None:
         with self._cond:
             self._stopping = True
             pending = list(self._requests.values())
@@ -141,19 +140,20 @@ class SimpleGenerationEngine:
             self._cond.notify_all()
         for request in pending:
             request.aborted = True
-            _deliver(request, WorkerError("the engine shut down before the request finished"))
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            _deliver(request, WorkerError(reason))
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[GenerationOutput]:
+    ) -> AsyncGenerator[GenerationOutput, None]:
         """Stream one output per generated token; closing this iterator early aborts the request."""
         request = self._submit(request_id, prompt_token_ids, params)
         done = False
         try:
             while not done:
                 item = await request.outputs.get()
+                if item is None:  # aborted through abort(): the stream just ends
+                    done = True
+                    return
                 if isinstance(item, TokenyardError):
                     done = True
                     raise item
@@ -164,6 +164,7 @@ class SimpleGenerationEngine:
                 self._cancel(request_id)
 
     async def abort(self, request_id: str) -> None:
+        """Stop a request; its `generate` iterator ends without a finish reason."""
         self._cancel(request_id)
 
     def stats(self) -> EngineStats:
@@ -181,39 +182,25 @@ class SimpleGenerationEngine:
     def _submit(self, request_id: str, prompt: list[int], params: SamplingParams) -> _Request:
         if self._thread is None:
             raise RuntimeError("SimpleGenerationEngine.start() must be awaited before generate()")
-        self._validate(prompt, params)
+        validate_request(prompt, params, vocab_size=self._vocab_size, context_length=self.context_length)
+        sequence = Sequence(
+            request_id,
+            prompt,
+            params,
+            decode=self._hf_tokenizer.decode,
+            eos_token_ids=self._eos_ids,
+            context_length=self.context_length,
+        )
         request = _Request(
-            request_id=request_id,
-            prompt_token_ids=list(prompt),
-            params=params,
+            sequence=sequence,
             loop=asyncio.get_running_loop(),
             outputs=asyncio.Queue(),
             generator=make_generator(params.seed, self._device),
-            detokenizer=IncrementalDetokenizer(self.tokenizer.decode, prompt),
-            stop_matcher=StopStringMatcher(params.stop),
         )
         with self._cond:
             self._admit_or_refuse(request)
             self._cond.notify()
         return request
-
-    def _validate(self, prompt: list[int], params: SamplingParams) -> None:
-        if not prompt:
-            raise InvalidRequestError("the prompt is empty", param="prompt")
-        if params.max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens must be at least 1, got {params.max_tokens}", param="max_tokens")
-        bad = next((t for t in prompt if not 0 <= t < self._vocab_size), None)
-        if bad is not None:
-            raise InvalidRequestError(
-                f"token id {bad} is outside the vocabulary (0..{self._vocab_size - 1})", param="prompt"
-            )
-        if len(prompt) + params.max_tokens > self.context_length:
-            raise ContextLengthExceededError(
-                prompt_tokens=len(prompt),
-                max_tokens=params.max_tokens,
-                context_length=self.context_length,
-                param="max_tokens",
-            )
 
     def _admit_or_refuse(self, request: _Request) -> None:
         """Queue the request (lock held) or refuse it when too many are already waiting."""
@@ -244,15 +231,21 @@ class SimpleGenerationEngine:
                 self._waiting.remove(request)
             if request in self._running:
                 self._running.remove(request)
+        _deliver(request, None)  # wakes a consumer still waiting (abort() from elsewhere)
 
     # --- the engine thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        with torch.inference_mode():  # thread-local, so it is entered here, not by the caller
-            while (batch := self._next_round()) is not None:
-                started = time.monotonic()
-                produced = sum(self._step_safely(request) for request in batch if not request.aborted)
-                self._record_round(produced, time.monotonic() - started)
+        try:
+            with torch.inference_mode():  # thread-local, so it is entered here, not by the caller
+                while (batch := self._next_round()) is not None:
+                    started = time.monotonic()
+                    produced = sum(self._step_safely(request) for request in batch if not request.aborted)
+                    self._record_round(produced, time.monotonic() - started)
+        except BaseException:  # a bug in the loop itself: fail every request rather than leave them hanging
+            logger.exception("the engine thread crashed")
+            self._stop_and_fail_all("the engine stopped after an internal error")
+            raise
 
     def _next_round(self) -> list[_Request] | None:
         """Wait for work, admit waiting requests into free slots, return who steps this round."""
@@ -278,23 +271,17 @@ class SimpleGenerationEngine:
             return 0
         if output.finish_reason is not None:
             self._retire(request, finished=True)
-        if not request.aborted:
+        if request.aborted:  # aborted while this step ran: drop the output and the KV cache
+            request.cache = None
+        else:
             _deliver(request, output)
         return 1
 
     def _step(self, request: _Request) -> GenerationOutput:
         logits = self._forward(request)  # [V]
-        params = request.params
+        params = request.sequence.params
         token = sample_next_token(logits, request.generator, params.temperature, params.top_k, params.top_p)
-        request.output_token_ids.append(token)
-        finish_reason, text = self._advance_text(request, token)
-        return GenerationOutput(
-            text=text,
-            num_new_tokens=1,
-            num_prompt_tokens=len(request.prompt_token_ids),
-            num_output_tokens=len(request.output_token_ids),
-            finish_reason=finish_reason,
-        )
+        return request.sequence.append_token(token)
 
     def _forward(self, request: _Request) -> torch.Tensor:
         """Logits for the next token: prefill on the first step, then one token against the cache."""
@@ -302,27 +289,13 @@ class SimpleGenerationEngine:
             from transformers import DynamicCache
 
             request.cache = DynamicCache(config=self._model.config)
-            new_ids = request.prompt_token_ids
+            new_ids = request.sequence.prompt_token_ids
         else:
-            new_ids = request.output_token_ids[-1:]
+            new_ids = request.sequence.output_token_ids[-1:]
         input_ids = torch.tensor([new_ids], dtype=torch.long, device=self._device)  # [1, S]
         kwargs = {self._cache_kwarg: request.cache}
         out = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **kwargs)
         return out.logits[0, -1]  # [V]
-
-    def _advance_text(self, request: _Request, token: int) -> tuple[FinishReason | None, str]:
-        """The text this token makes safe to emit, and whether the request is now finished."""
-        params, matcher = request.params, request.stop_matcher
-        if token in params.stop_token_ids or (token in self._eos_ids and not params.ignore_eos):
-            return "stop", _drain(request)  # the stopping token itself is not part of the text
-        text = matcher.feed(request.detokenizer.add([token]))
-        if matcher.stopped:
-            return "stop", text
-        total = len(request.prompt_token_ids) + len(request.output_token_ids)
-        if len(request.output_token_ids) >= params.max_tokens or total >= self.context_length:
-            text += _drain(request)
-            return ("stop" if matcher.stopped else "length"), text
-        return None, text
 
     def _retire(self, request: _Request, *, finished: bool) -> None:
         request.cache = None  # free the KV cache now, not when the consumer lets go
@@ -351,13 +324,7 @@ def _config_eos_ids(model: Any) -> set[int]:
     return ids
 
 
-def _drain(request: _Request) -> str:
-    """At the end: the detokenizer's held-back text, through the stop matcher, then its held tail."""
-    matcher = request.stop_matcher
-    return matcher.feed(request.detokenizer.flush()) + matcher.flush()
-
-
-def _deliver(request: _Request, item: GenerationOutput | TokenyardError) -> None:
+def _deliver(request: _Request, item: _Item) -> None:
     try:
         request.loop.call_soon_threadsafe(request.outputs.put_nowait, item)
     except RuntimeError:  # the consumer's event loop is closed; nobody is listening any more

@@ -42,6 +42,8 @@ class HFPromptTokenizer:
                 "this model has no chat template; use /v1/completions with a plain prompt instead",
                 param="messages",
             )
+        if not messages:
+            raise InvalidRequestError("messages must contain at least one message", param="messages")
         from jinja2 import TemplateError
 
         try:

@@ -19,8 +19,11 @@ from tokenyard.gateway.serving_embedding import EmbeddingServing
 from tokenyard.gateway.worker_client import WorkerClient
 from tokenyard.protocol.openai import (
     ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
+    CompletionResponse,
     EmbeddingRequest,
+    EmbeddingResponse,
     ErrorResponse,
     ModelCard,
     ModelCardList,
@@ -32,23 +35,28 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+def documented(success: type) -> dict[int | str, dict[str, object]]:
+    """Responses for /openapi.json: the success body and OpenAI's errors."""
+    return {200: {"model": success}, **ERROR_RESPONSES}
+
+
 def register_routes(app: FastAPI) -> None:
     @app.get("/v1/models", response_model=ModelCardList)
     async def list_models(request: Request) -> ModelCardList:
         models = await request.app.state.router.models()
         return ModelCardList(data=[ModelCard(id=m.name) for m in models])
 
-    @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
+    @app.post("/v1/chat/completions", response_model=None, responses=documented(ChatCompletionResponse))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         serving: ChatServing = request.app.state.chat
         return await serving.create(body, request)
 
-    @app.post("/v1/completions", responses=ERROR_RESPONSES)
+    @app.post("/v1/completions", response_model=None, responses=documented(CompletionResponse))
     async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         serving: CompletionServing = request.app.state.completion
         return await serving.create(body, request)
 
-    @app.post("/v1/embeddings", responses=ERROR_RESPONSES)
+    @app.post("/v1/embeddings", response_model=None, responses=documented(EmbeddingResponse))
     async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
         serving: EmbeddingServing = request.app.state.embedding
         return await serving.create(body)

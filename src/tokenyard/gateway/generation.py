@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from tokenyard.errors import InvalidRequestError
@@ -73,12 +74,13 @@ class GenerationService:
 
     async def collect(self, streams: list[GenerationStream]) -> list[ChoiceResult]:
         results = [ChoiceResult() for _ in streams]
-        async for index, chunk in merge_streams(streams):
-            result = results[index]
-            result.text += chunk.text
-            result.prompt_tokens = chunk.prompt_tokens
-            result.completion_tokens = chunk.completion_tokens
-            result.finish_reason = chunk.finish_reason or result.finish_reason
+        async with aclosing(merge_streams(streams)) as merged:
+            async for index, chunk in merged:
+                result = results[index]
+                result.text += chunk.text
+                result.prompt_tokens = chunk.prompt_tokens
+                result.completion_tokens = chunk.completion_tokens
+                result.finish_reason = chunk.finish_reason or result.finish_reason
         return results
 
 

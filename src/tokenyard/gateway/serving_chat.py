@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -28,6 +29,7 @@ from tokenyard.protocol.openai import (
 from tokenyard.protocol.openai import (
     ChatMessage as ResponseMessage,
 )
+from tokenyard.web import ClosingStreamingResponse
 
 
 class ChatServing:
@@ -42,7 +44,7 @@ class ChatServing:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = self._stream(body.model, completion_id, streams, include_usage)
-            return StreamingResponse(events, media_type="text/event-stream")
+            return ClosingStreamingResponse(events, media_type="text/event-stream")
         results = await cancel_on_disconnect(raw, self.service.collect(streams))
         response = ChatCompletionResponse(
             id=completion_id,
@@ -88,12 +90,13 @@ class ChatServing:
             yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
         prompt_tokens, completion = 0, [0] * len(streams)
         try:
-            async for index, part in merge_streams(streams):
-                prompt_tokens, completion[index] = part.prompt_tokens, part.completion_tokens
-                if part.text:
-                    yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=part.text))])
-                if part.finish_reason is not None:
-                    yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=part.finish_reason)])
+            async with aclosing(merge_streams(streams)) as merged:
+                async for index, part in merged:
+                    prompt_tokens, completion[index] = part.prompt_tokens, part.completion_tokens
+                    if part.text:
+                        yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=part.text))])
+                    if part.finish_reason is not None:
+                        yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=part.finish_reason)])
         except Exception as exc:
             yield sse_error(exc)
             yield SSE_DONE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -19,6 +20,7 @@ from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, merge_st
 from tokenyard.gateway.worker_client import GenerationStream
 from tokenyard.protocol.internal import GenerateRequest
 from tokenyard.protocol.openai import CompletionChoice, CompletionRequest, CompletionResponse
+from tokenyard.web import ClosingStreamingResponse
 
 Prompt = str | list[int]
 
@@ -58,7 +60,7 @@ class CompletionServing:
         streams = await self.service.open(body.model, requests)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
+            return ClosingStreamingResponse(
                 self._stream(body, completion_id, streams, include_usage), media_type="text/event-stream"
             )
         results = await cancel_on_disconnect(raw, self.service.collect(streams))
@@ -93,11 +95,12 @@ class CompletionServing:
         prompt_tokens: dict[int, int] = {}
         completion = [0] * len(streams)
         try:
-            async for index, part in merge_streams(streams):
-                prompt_tokens[index // body.n] = part.prompt_tokens
-                completion[index] = part.completion_tokens
-                if part.text or part.finish_reason is not None:
-                    yield chunk(index, part.text, part.finish_reason)
+            async with aclosing(merge_streams(streams)) as merged:
+                async for index, part in merged:
+                    prompt_tokens[index // body.n] = part.prompt_tokens
+                    completion[index] = part.completion_tokens
+                    if part.text or part.finish_reason is not None:
+                        yield chunk(index, part.text, part.finish_reason)
         except Exception as exc:
             yield sse_error(exc)
             yield SSE_DONE

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
+from contextlib import aclosing
 from typing import TypeVar
 
+import anyio
 from fastapi import Request
 
 from tokenyard.errors import TokenyardError
@@ -36,14 +38,15 @@ def sse_error(error: Exception) -> str:
     return sse(error.to_dict())
 
 
-async def merge_streams(streams: list[GenerationStream]) -> AsyncIterator[tuple[int, GenerateChunk]]:
+async def merge_streams(streams: list[GenerationStream]) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
     """Chunks of several choice streams as they arrive, tagged with the choice index."""
     queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
 
     async def pump(index: int, stream: GenerationStream) -> None:
         try:
-            async for chunk in stream.chunks():
-                await queue.put((index, chunk))
+            async with aclosing(stream.chunks()) as chunks:
+                async for chunk in chunks:
+                    await queue.put((index, chunk))
             await queue.put((index, _END))
         except Exception as exc:
             await queue.put((index, exc))
@@ -63,8 +66,11 @@ async def merge_streams(streams: list[GenerationStream]) -> AsyncIterator[tuple[
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
+        # Shielded: when the client has gone, the request's scope is cancelled, yet the worker
+        # streams must still be closed so the workers abort the generations.
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T], poll: float = 0.25) -> T:

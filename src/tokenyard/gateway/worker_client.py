@@ -6,7 +6,7 @@ or a stream that ends without a finish reason becomes a WorkerError.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import httpx
 
@@ -21,7 +21,7 @@ class GenerationStream:
         self._response = response
         self._address = address
 
-    async def chunks(self) -> AsyncIterator[GenerateChunk]:
+    async def chunks(self) -> AsyncGenerator[GenerateChunk, None]:
         finished = False
         try:
             async for line in self._response.aiter_lines():

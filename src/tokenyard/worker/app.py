@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -36,7 +36,7 @@ from tokenyard.protocol.internal import (
     WorkerState,
     WorkerStatus,
 )
-from tokenyard.web import ClusterAuthMiddleware, cluster_headers, install_error_handlers
+from tokenyard.web import ClosingStreamingResponse, ClusterAuthMiddleware, cluster_headers, install_error_handlers
 from tokenyard.worker.heartbeat import Heartbeat
 from tokenyard.worker.prompts import encode_prompt, prepare
 
@@ -120,7 +120,7 @@ def _error_chunk(error: TokenyardError) -> GenerateChunk:
 
 
 async def _stream_lines(
-    runtime: WorkerRuntime, request_id: str, first: GenerationOutput, outputs: AsyncIterator[GenerationOutput]
+    runtime: WorkerRuntime, request_id: str, first: GenerationOutput, outputs: AsyncGenerator[GenerationOutput, None]
 ) -> AsyncIterator[str]:
     """NDJSON lines; an engine failure mid-stream becomes a final error line, never a cut stream."""
     last, failed = first, False
@@ -138,7 +138,7 @@ async def _stream_lines(
         yield _error_chunk(TokenyardError("The model worker failed while generating.")).model_dump_json() + "\n"
     finally:
         # Runs on normal end and when the gateway disconnects: closing the engine's iterator aborts it.
-        await outputs.aclose()  # type: ignore[attr-defined]
+        await outputs.aclose()
         runtime.in_flight -= 1
         if last.finish_reason is None and not failed:
             logger.info("request %s aborted after %d tokens: the client went away", request_id, last.num_output_tokens)
@@ -158,9 +158,9 @@ def register_routes(app: FastAPI) -> None:
             first = await outputs.__anext__()
         except BaseException:
             runtime.in_flight -= 1
-            await outputs.aclose()  # type: ignore[attr-defined]
+            await outputs.aclose()
             raise
-        return StreamingResponse(
+        return ClosingStreamingResponse(
             _stream_lines(runtime, body.request_id, first, outputs), media_type="application/x-ndjson"
         )
 

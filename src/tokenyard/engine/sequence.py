@@ -1,0 +1,88 @@
+"""One request's generation state, engine-agnostic: its tokens, the text streamed so far, why it ended.
+
+After nano-vllm's `Sequence`: plain state plus the rules for when a request is done. An engine samples
+a token, calls `append_token`, and streams the `GenerationOutput` it gets back. The stopping rules (EOS
+unless `ignore_eos`, stop token ids, stop strings, `max_tokens`, the context length) live here once, so
+the simple engine and a later batching engine stop requests identically. No torch, no threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from collections.abc import Sequence as Seq
+
+from tokenyard.engine.base import GenerationOutput, SamplingParams
+from tokenyard.engine.detokenizer import Decode, IncrementalDetokenizer, StopStringMatcher
+from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
+from tokenyard.protocol.internal import FinishReason
+
+
+def validate_request(prompt: Seq[int], params: SamplingParams, *, vocab_size: int, context_length: int) -> None:
+    """Refuse what the model cannot run (400s), before anything is queued."""
+    if not prompt:
+        raise InvalidRequestError("the prompt is empty", param="prompt")
+    if params.max_tokens < 1:
+        raise InvalidRequestError(f"max_tokens must be at least 1, got {params.max_tokens}", param="max_tokens")
+    bad = next((token for token in prompt if not 0 <= token < vocab_size), None)
+    if bad is not None:
+        raise InvalidRequestError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})", param="prompt")
+    if len(prompt) + params.max_tokens > context_length:
+        raise ContextLengthExceededError(
+            prompt_tokens=len(prompt), max_tokens=params.max_tokens, context_length=context_length, param="max_tokens"
+        )
+
+
+class Sequence:
+    """A request's prompt and output tokens, its incremental text, and its finish reason once done."""
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt_token_ids: Seq[int],
+        params: SamplingParams,
+        *,
+        decode: Decode,
+        eos_token_ids: Collection[int],
+        context_length: int,
+    ) -> None:
+        self.request_id = request_id
+        self.prompt_token_ids = list(prompt_token_ids)
+        self.output_token_ids: list[int] = []
+        self.params = params
+        self.finish_reason: FinishReason | None = None
+        self._eos_token_ids = eos_token_ids
+        self._context_length = context_length
+        self._detokenizer = IncrementalDetokenizer(decode, self.prompt_token_ids)
+        self._stop_matcher = StopStringMatcher(params.stop)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    def append_token(self, token: int) -> GenerationOutput:
+        """Record one sampled token; return the text it makes safe to stream and, if done, why."""
+        self.output_token_ids.append(token)
+        self.finish_reason, text = self._advance(token)
+        return GenerationOutput(
+            text=text,
+            num_new_tokens=1,
+            num_prompt_tokens=len(self.prompt_token_ids),
+            num_output_tokens=len(self.output_token_ids),
+            finish_reason=self.finish_reason,
+        )
+
+    def _advance(self, token: int) -> tuple[FinishReason | None, str]:
+        params, matcher = self.params, self._stop_matcher
+        if token in params.stop_token_ids or (token in self._eos_token_ids and not params.ignore_eos):
+            return "stop", self._drain()  # the stopping token itself is not part of the text
+        text = matcher.feed(self._detokenizer.add([token]))
+        if matcher.stopped:
+            return "stop", text
+        if len(self.output_token_ids) >= params.max_tokens or self.num_tokens >= self._context_length:
+            text += self._drain()
+            return ("stop" if matcher.stopped else "length"), text
+        return None, text
+
+    def _drain(self) -> str:
+        """At the end: the detokenizer's held-back text, through the stop matcher, then its held tail."""
+        return self._stop_matcher.feed(self._detokenizer.flush()) + self._stop_matcher.flush()

@@ -1,0 +1,41 @@
+"""The gateway app on its own: routes exist, OpenAPI documents them, errors keep OpenAI's shape."""
+
+from __future__ import annotations
+
+import httpx
+
+from tokenyard.config import GatewayConfig
+from tokenyard.gateway.app import create_app
+
+
+def client() -> httpx.AsyncClient:
+    app = create_app(GatewayConfig(controller="http://127.0.0.1:9"), cluster_token=None)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+
+
+async def test_openapi_documents_the_v1_routes() -> None:
+    async with client() as http:
+        schema = (await http.get("/openapi.json")).json()
+    for path in ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        assert path in schema["paths"]
+    responses = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"200", "400", "404", "429", "503"} <= set(responses)
+
+
+async def test_validation_happens_before_any_upstream_call() -> None:
+    async with client() as http:
+        response = await http.post("/v1/chat/completions", json={"model": "m", "messages": []})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages"
+
+
+async def test_unknown_path_is_an_openai_shaped_404() -> None:
+    async with client() as http:
+        response = await http.get("/v1/nothing")
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_health_is_public_and_cheap() -> None:
+    async with client() as http:
+        assert (await http.get("/health")).json() == {"status": "ok"}
