@@ -103,6 +103,23 @@ class ClosingStreamingResponse(StreamingResponse):
                     await close()
 
 
+class AssumeJSONBodyMiddleware:
+    """Reads POST bodies as JSON whatever their Content-Type says.
+
+    `curl -d '{...}'` labels JSON as a form unless told otherwise; the API only takes JSON, so
+    the label is corrected rather than answering a confusing validation error.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False

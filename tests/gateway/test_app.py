@@ -39,3 +39,15 @@ async def test_unknown_path_is_an_openai_shaped_404() -> None:
 async def test_health_is_public_and_cheap() -> None:
     async with client() as http:
         assert (await http.get("/health")).json() == {"status": "ok"}
+
+
+async def test_json_body_is_read_whatever_the_content_type() -> None:
+    async with client() as http:
+        # What `curl -d` sends: a form content type. The body is still read as JSON.
+        response = await http.post(
+            "/v1/chat/completions",
+            content=b'{"model": "m", "messages": []}',
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages"

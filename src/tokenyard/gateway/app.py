@@ -28,7 +28,7 @@ from tokenyard.protocol.openai import (
     ModelCard,
     ModelCardList,
 )
-from tokenyard.web import cluster_headers, install_error_handlers
+from tokenyard.web import AssumeJSONBodyMiddleware, cluster_headers, install_error_handlers
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429, 502, 503)
@@ -88,8 +88,8 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
             app.state.embedding = EmbeddingServing(router, workers)
             yield
 
-    # Bodies are JSON whatever Content-Type says: `curl -d` sends a form type by default.
-    app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan, strict_content_type=False)
+    app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     register_routes(app)
+    app.add_middleware(AssumeJSONBodyMiddleware)
     return app
