@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -112,3 +113,19 @@ def test_client_disconnect_aborts_non_streamed_generation(small_cluster: Cluster
     assert wait_until(lambda: "aborted after" in worker.logs(), timeout=10), worker.logs()
     status = httpx.get(f"http://127.0.0.1:{worker.port}/status", timeout=5).json()  # type: ignore[attr-defined]
     assert status["num_running"] == 0
+
+
+def test_worker_dying_mid_stream_ends_with_an_error_event_then_done(small_cluster: Cluster) -> None:
+    endless = {**LONG_STREAM, "max_tokens": 1800}
+    lines: list[str] = []
+    with httpx.stream("POST", f"{small_cluster.gateway_url}/v1/chat/completions", json=endless, timeout=60) as response:
+        for line in response.iter_lines():
+            if not line:
+                continue
+            lines.append(line)
+            if len(lines) == 3:
+                small_cluster.workers["chat"].signal(signal.SIGKILL)
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][len("data: ") :])["error"]
+    assert error["code"] == "worker_error" and error["message"]
+    assert sum(line == "data: [DONE]" for line in lines) == 1

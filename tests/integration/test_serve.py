@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -30,6 +31,15 @@ def _descendants(pid: int) -> list[int]:
     return children
 
 
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _embedding_worker_ids(controller: str) -> set[str]:
+    workers = httpx.get(f"{controller}/workers", timeout=5).json()["workers"]
+    return {w["worker_id"] for w in workers if w["state"] == "healthy" and "all-minilm-l6-v2" in w["models"]}
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -55,8 +65,10 @@ def check_default_models(client: OpenAI) -> None:
 def test_serve_default_models_answers_paris_and_stops_cleanly(tmp_path: Path, test_home: Path) -> None:
     port = free_port()
     env = service_env(test_home)
+    controller_port = free_port()
+    controller = f"http://127.0.0.1:{controller_port}"
     env.update(
-        TOKENYARD_CONTROLLER__PORT=str(free_port()),
+        TOKENYARD_CONTROLLER__PORT=str(controller_port),
         TOKENYARD_WORKER__PORT=str(free_port()),
         TOKENYARD_SERVE__EMBEDDING_PORT=str(free_port()),
     )
@@ -73,6 +85,14 @@ def test_serve_default_models_answers_paris_and_stops_cleanly(tmp_path: Path, te
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
         children = _descendants(serve.pid)
         assert len(children) == 4, logs()
+        embedding_worker = next(pid for pid in children if "all-minilm" in _cmdline(pid))
+        first_id = _embedding_worker_ids(controller)
+        os.kill(embedding_worker, signal.SIGKILL)
+        # The supervisor restarts it, and the new process registers itself.
+        assert wait_until(lambda: "embedding worker exited" in logs(), timeout=10), logs()
+        assert wait_until(lambda: _embedding_worker_ids(controller) - first_id != set(), 90), logs()
+        children = _descendants(serve.pid)
+        assert embedding_worker not in children and len(children) == 4
         serve.send_signal(signal.SIGINT)
         stopped_at = time.monotonic()
         assert serve.wait(timeout=30) == 0, logs()
