@@ -80,6 +80,14 @@ class WorkerConfig(_Section):
     heartbeat_interval: float = Field(default=2.0, gt=0, description="seconds")
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds to finish work on SIGTERM")
     max_queue_length: int = Field(default=256, ge=1, description="requests beyond this are refused (429)")
+    stuck_timeout: float = Field(
+        default=30.0, gt=0, description="seconds without engine progress, with work queued, before unhealthy"
+    )
+    embedding_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="embedding workers: inputs whose vectors an LRU cache keeps (by token ids); 0 turns it off",
+    )
 
     def address(self) -> str:
         return self.advertise_address or f"http://{self.host}:{self.port}"
@@ -91,6 +99,9 @@ class GatewayConfig(_Section):
     controller: str = DEFAULT_CONTROLLER_URL
     request_timeout: float = Field(default=600.0, gt=0, description="seconds for one whole request")
     models_cache_ttl: float = Field(default=0.5, ge=0, description="seconds the model list is cached")
+    max_attempts: int = Field(
+        default=3, ge=1, description="workers tried for one request that fails before its first token"
+    )
 
 
 class ServeConfig(_Section):

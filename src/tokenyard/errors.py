@@ -19,6 +19,7 @@ class ErrorCode(str, Enum):
     OVERLOADED = "overloaded"
     NO_HEALTHY_WORKER = "no_healthy_worker"
     WORKER_ERROR = "worker_error"
+    TIMEOUT = "timeout"
     INTERNAL = "internal_error"
 
 
@@ -100,6 +101,14 @@ class WorkerError(TokenyardError):
     status_code = 502
     error_type = "server_error"
     default_code = ErrorCode.WORKER_ERROR
+
+
+class RequestTimeoutError(TokenyardError):
+    """The whole request took longer than the gateway's `request_timeout`."""
+
+    status_code = 504
+    error_type = "timeout_error"
+    default_code = ErrorCode.TIMEOUT
 
 
 class ModelLoadError(Exception):

@@ -202,3 +202,31 @@ async def test_background_sweep_evicts_and_stops_cleanly(
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "worker w1 registered at http://h:9 serving chat (healthy)" in messages
     assert "worker w1 at http://h:9 evicted (no heartbeat for 3.5 s), served chat" in messages
+
+
+async def test_dispatch_skips_excluded_workers(client: httpx.AsyncClient, make_status: StatusFactory) -> None:
+    await _register(client, make_status, "w1")
+    await _register(client, make_status, "w2")
+    for _ in range(3):
+        response = await client.post("/dispatch", json={"model": "chat", "exclude": ["w1"]})
+        assert response.json()["worker_id"] == "w2"
+    response = await client.post("/dispatch", json={"model": "chat", "exclude": ["w1", "w2"]})
+    assert response.status_code == 503
+
+
+async def test_reported_worker_that_fails_its_probe_is_evicted_at_once(
+    app: FastAPI, make_status: StatusFactory
+) -> None:
+    from tests.integration.processes import free_port
+
+    dead = make_status("w1", address=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    async with app.router.lifespan_context(app), _client(app) as http:
+        await http.post("/register", json=dead.model_dump(mode="json"))
+        report = {"worker_id": "w1", "error": "connection refused"}
+        assert (await http.post("/report_failure", json=report)).json() == {"evicted": True}
+        [worker] = (await http.get("/workers")).json()["workers"]
+        assert worker["state"] == "evicted"
+        assert "failed probe" in worker["reason"]
+        assert (await http.post("/report_failure", json={"worker_id": "nobody", "error": "x"})).json() == {
+            "evicted": False
+        }

@@ -53,3 +53,13 @@ def test_sse_error_is_openai_shaped_and_hides_internal_errors() -> None:
     assert typed["error"]["code"] == "worker_error" and typed["error"]["message"] == "gone"
     hidden = json.loads(sse_error(RuntimeError("secret detail"))[len("data: ") :])
     assert "secret" not in hidden["error"]["message"]
+
+
+async def test_merge_times_out_with_a_typed_error_and_closes_streams() -> None:
+    from tokenyard.errors import RequestTimeoutError
+
+    streams = [FakeStream(["a"] * 100, delay=0.05)]
+    with pytest.raises(RequestTimeoutError):
+        async for _ in merge_streams(streams, timeout=0.2):  # type: ignore[arg-type]
+            pass
+    assert streams[0].closed

@@ -34,6 +34,7 @@ class EchoEngine:
         self.full = False
         self.aborted: list[str] = []
         self.running = 0
+        self.stalled_for = 0.0
 
     async def start(self) -> None: ...
 
@@ -62,7 +63,7 @@ class EchoEngine:
     async def abort(self, request_id: str) -> None: ...
 
     def stats(self) -> EngineStats:
-        return EngineStats(num_running=self.running)
+        return EngineStats(num_running=self.running, seconds_since_progress=self.stalled_for)
 
 
 @pytest.fixture
@@ -146,3 +147,13 @@ async def test_embedding_route_refuses_a_generation_model(client: httpx.AsyncCli
     response = await client.post("/embed", content='{"request_id": "e", "model": "echo", "texts": ["x"]}')
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "model"
+
+
+async def test_stuck_engine_reports_unhealthy(client: httpx.AsyncClient, engine: EchoEngine) -> None:
+    engine.running, engine.stalled_for = 2, 45.0
+    status = (await client.get("/status")).json()
+    assert status["state"] == "unhealthy"
+    assert "no progress for 45 s" in status["reason"]
+    assert (await client.get("/ready")).status_code == 503
+    engine.running = 0  # an idle engine is never "stuck"
+    assert (await client.get("/status")).json()["state"] == "healthy"

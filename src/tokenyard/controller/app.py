@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 from fastapi import APIRouter, FastAPI, Request
 
 from tokenyard import web
@@ -24,6 +25,8 @@ from tokenyard.controller.registry import WorkerRegistry
 from tokenyard.protocol.internal import (
     DispatchRequest,
     DispatchResponse,
+    FailureReport,
+    FailureReportResponse,
     HeartbeatResponse,
     ModelList,
     RouteTable,
@@ -35,6 +38,7 @@ from tokenyard.protocol.internal import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_SWEEP_INTERVAL = 0.5
+PROBE_TIMEOUT = 1.0  # seconds a reported worker has to answer /health before it is evicted
 
 router = APIRouter()
 
@@ -51,14 +55,16 @@ def create_app(
     registry = WorkerRegistry(clock=clock, expiry_intervals=config.expiry_intervals)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_sweep_forever(registry, sweep_interval), name="controller-sweep")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT) as client:
+            app.state.probe_client = client
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(title="tokenyard controller", lifespan=lifespan)
     app.state.registry = registry
@@ -112,7 +118,27 @@ async def unregister(body: UnregisterRequest, request: Request) -> HeartbeatResp
 @router.post("/dispatch")
 async def dispatch_route(body: DispatchRequest, request: Request) -> DispatchResponse:
     policy: Policy = request.app.state.policy
-    return dispatch(_swept_registry(request), policy, body.model)
+    return dispatch(_swept_registry(request), policy, body.model, body.exclude)
+
+
+@router.post("/report_failure")
+async def report_failure(body: FailureReport, request: Request) -> FailureReportResponse:
+    """A gateway could not reach a worker: probe it now and evict it at once if it does not answer,
+    rather than waiting three heartbeat intervals."""
+    registry = _registry(request)
+    entry = registry.get(body.worker_id)
+    if entry is None:
+        return FailureReportResponse(evicted=False)
+    client: httpx.AsyncClient = request.app.state.probe_client
+    try:
+        response = await client.get(f"{entry.status.address}/health")
+        alive = response.status_code == 200
+    except httpx.HTTPError:
+        alive = False
+    if alive:
+        logger.info("worker %s reported failing (%s) but answers its probe", body.worker_id, body.error)
+        return FailureReportResponse(evicted=False)
+    return FailureReportResponse(evicted=registry.evict(body.worker_id, f"failed probe after: {body.error}"))
 
 
 @router.get("/workers")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from tokenyard.controller.registry import WorkerEntry, WorkerRegistry
@@ -72,13 +72,14 @@ def make_policy(policy: DispatchPolicy, rng: random.Random | None = None) -> Pol
     return Lottery(rng)
 
 
-def dispatch(registry: WorkerRegistry, policy: Policy, model: str) -> DispatchResponse:
+def dispatch(registry: WorkerRegistry, policy: Policy, model: str, exclude: Collection[str] = ()) -> DispatchResponse:
     """Pick a healthy worker for `model` and count the request against it until its next report.
 
-    Raises ModelNotFoundError when no worker serves (or recently served) the model, and
-    NoHealthyWorkerError when workers exist but none is healthy.
+    `exclude` names workers that already failed this request (a retry goes elsewhere). Raises
+    ModelNotFoundError when no worker serves (or recently served) the model, and
+    NoHealthyWorkerError when workers exist but none is healthy and untried.
     """
-    candidates = registry.candidates(model)
+    candidates = [entry for entry in registry.candidates(model) if entry.worker_id not in exclude]
     if not candidates:
         if not registry.knows_model(model):
             raise ModelNotFoundError(model)

@@ -141,6 +141,16 @@ class WorkerRegistry:
         self._forget(now)
         return [entry.worker_id for entry in evicted]
 
+    def evict(self, worker_id: str, reason: str) -> bool:
+        """Evict one worker now (a failed probe); False if unknown or already evicted."""
+        entry = self._entries.get(worker_id)
+        if entry is None or entry.evicted_at is not None:
+            return False
+        entry.evicted_at = self._clock()
+        entry.eviction_reason = reason
+        logger.info("worker %s at %s evicted (%s)", worker_id, entry.status.address, reason)
+        return True
+
     def _is_expired(self, entry: WorkerEntry, now: float) -> bool:
         limit = self._expiry_intervals * entry.status.heartbeat_interval
         return entry.evicted_at is None and now - entry.last_report > limit

@@ -81,11 +81,11 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
         async with httpx.AsyncClient(headers=cluster_headers(cluster_token), limits=limits) as client:
             router = Router(client, config.controller, config.models_cache_ttl)
             workers = WorkerClient(client, config.request_timeout)
-            service = GenerationService(router, workers)
+            service = GenerationService(router, workers, config.max_attempts, config.request_timeout)
             app.state.router = router
             app.state.chat = ChatServing(service)
             app.state.completion = CompletionServing(service)
-            app.state.embedding = EmbeddingServing(router, workers)
+            app.state.embedding = EmbeddingServing(router, workers, config.max_attempts)
             yield
 
     app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)

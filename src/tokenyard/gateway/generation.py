@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from tokenyard.errors import InvalidRequestError
+from tokenyard.gateway.failover import with_failover
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.streaming import merge_streams
 from tokenyard.gateway.worker_client import GenerationStream, WorkerClient
-from tokenyard.protocol.internal import GenerateRequest, SamplingOptions
+from tokenyard.protocol.internal import DispatchResponse, GenerateChunk, GenerateRequest, SamplingOptions
 from tokenyard.protocol.openai import SamplingFields, Usage, unsupported_fields
 
 
@@ -53,15 +55,26 @@ class ChoiceResult:
 
 
 class GenerationService:
-    """Dispatches a fan-out of worker requests and opens their streams."""
+    """Dispatches a fan-out of worker requests and opens their streams, failing over if needed."""
 
-    def __init__(self, router: Router, workers: WorkerClient) -> None:
+    def __init__(self, router: Router, workers: WorkerClient, max_attempts: int, request_timeout: float) -> None:
         self.router = router
         self.workers = workers
+        self.max_attempts = max_attempts
+        self.request_timeout = request_timeout
+
+    def merged(self, streams: list[GenerationStream]) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
+        """The choices' chunks as they come, bounded by the request timeout."""
+        return merge_streams(streams, self.request_timeout)
 
     async def open(self, model: str, requests: list[GenerateRequest]) -> list[GenerationStream]:
+        """Open every choice's stream on one worker, trying another worker if that one fails."""
+        return await with_failover(
+            self.router, model, lambda target: self._open_on(target, requests), self.max_attempts
+        )
+
+    async def _open_on(self, target: DispatchResponse, requests: list[GenerateRequest]) -> list[GenerationStream]:
         """Open every choice's stream, or none: an error closes those already open."""
-        target = await self.router.dispatch(model)
         opened = await asyncio.gather(
             *(self.workers.open_generation(target.address, r) for r in requests), return_exceptions=True
         )
@@ -74,7 +87,7 @@ class GenerationService:
 
     async def collect(self, streams: list[GenerationStream]) -> list[ChoiceResult]:
         results = [ChoiceResult() for _ in streams]
-        async with aclosing(merge_streams(streams)) as merged:
+        async with aclosing(self.merged(streams)) as merged:
             async for index, chunk in merged:
                 result = results[index]
                 result.text += chunk.text

@@ -6,6 +6,7 @@ it can go on serving from it when the controller cannot be reached.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -16,6 +17,7 @@ from tokenyard.errors import ModelNotFoundError, NoHealthyWorkerError, error_fro
 from tokenyard.protocol.internal import (
     DispatchRequest,
     DispatchResponse,
+    FailureReport,
     ModelInfo,
     ModelList,
     RouteTable,
@@ -33,16 +35,16 @@ class Router:
         self._models_fetched_at = -float("inf")
         self._routes = RouteTable(routes=[])
         self._turn = itertools.count()
+        self._background: set[asyncio.Task[None]] = set()
 
-    async def dispatch(self, model: str) -> DispatchResponse:
+    async def dispatch(self, model: str, exclude: list[str] | None = None) -> DispatchResponse:
         """The worker to send this request to; raises 404/503 errors the controller reports."""
+        body = DispatchRequest(model=model, exclude=exclude or [])
         try:
-            response = await self._client.post(
-                f"{self._url}/dispatch", content=DispatchRequest(model=model).model_dump_json(), timeout=5.0
-            )
+            response = await self._client.post(f"{self._url}/dispatch", content=body.model_dump_json(), timeout=5.0)
         except httpx.TransportError as exc:
             logger.warning("controller unreachable (%s); using the last known routes", exc)
-            return self._from_cached_routes(model)
+            return self._from_cached_routes(model, body.exclude)
         if response.status_code != 200:
             raise error_from_body(response.status_code, _json_or_none(response))
         return DispatchResponse.model_validate_json(response.content)
@@ -72,12 +74,29 @@ class Router:
     async def ready(self) -> bool:
         return any(info.num_workers > 0 for info in await self.models())
 
-    def _from_cached_routes(self, model: str) -> DispatchResponse:
+    def report_failure(self, worker_id: str, error: str) -> None:
+        """Tell the controller, without waiting, that a worker could not be reached."""
+        task = asyncio.create_task(self._report_failure(worker_id, error))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _report_failure(self, worker_id: str, error: str) -> None:
+        report = FailureReport(worker_id=worker_id, error=error[:300])
+        try:
+            await self._client.post(f"{self._url}/report_failure", content=report.model_dump_json(), timeout=5.0)
+        except httpx.HTTPError as exc:
+            logger.debug("could not report worker %s: %s", worker_id, exc)
+        # The cached routes must not hand this worker out again while the controller is away.
+        for route in self._routes.routes:
+            route.workers = [w for w in route.workers if w.worker_id != worker_id]
+
+    def _from_cached_routes(self, model: str, exclude: list[str]) -> DispatchResponse:
         for route in self._routes.routes:
             if route.model == model:
-                if not route.workers:
+                workers = [w for w in route.workers if w.worker_id not in exclude]
+                if not workers:
                     break
-                return route.workers[next(self._turn) % len(route.workers)]
+                return workers[next(self._turn) % len(workers)]
         if any(route.model == model for route in self._routes.routes):
             raise NoHealthyWorkerError(f"No healthy worker serves `{model}` and the controller is unreachable.")
         raise ModelNotFoundError(model)

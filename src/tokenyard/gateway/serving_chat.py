@@ -15,7 +15,7 @@ from tokenyard.gateway.generation import (
     sampling_options,
     usage_of,
 )
-from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, merge_streams, sse, sse_error
+from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
 from tokenyard.gateway.worker_client import GenerationStream
 from tokenyard.protocol.internal import ChatMessage, GenerateRequest
 from tokenyard.protocol.openai import (
@@ -90,7 +90,7 @@ class ChatServing:
             yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
         prompt_tokens, completion = 0, [0] * len(streams)
         try:
-            async with aclosing(merge_streams(streams)) as merged:
+            async with aclosing(self.service.merged(streams)) as merged:
                 async for index, part in merged:
                     prompt_tokens, completion[index] = part.prompt_tokens, part.completion_tokens
                     if part.text:

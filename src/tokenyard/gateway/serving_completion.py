@@ -16,7 +16,7 @@ from tokenyard.gateway.generation import (
     sampling_options,
     usage_of,
 )
-from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, merge_streams, sse, sse_error
+from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
 from tokenyard.gateway.worker_client import GenerationStream
 from tokenyard.protocol.internal import GenerateRequest
 from tokenyard.protocol.openai import CompletionChoice, CompletionRequest, CompletionResponse
@@ -95,7 +95,7 @@ class CompletionServing:
         prompt_tokens: dict[int, int] = {}
         completion = [0] * len(streams)
         try:
-            async with aclosing(merge_streams(streams)) as merged:
+            async with aclosing(self.service.merged(streams)) as merged:
                 async for index, part in merged:
                     prompt_tokens[index // body.n] = part.prompt_tokens
                     completion[index] = part.completion_tokens

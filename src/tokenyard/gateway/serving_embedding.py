@@ -8,6 +8,7 @@ import struct
 from fastapi.responses import JSONResponse
 
 from tokenyard.errors import InvalidRequestError
+from tokenyard.gateway.failover import with_failover
 from tokenyard.gateway.generation import new_request_id
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.worker_client import WorkerClient
@@ -45,14 +46,16 @@ def worker_request(body: EmbeddingRequest) -> EmbedRequest:
 
 
 class EmbeddingServing:
-    def __init__(self, router: Router, workers: WorkerClient) -> None:
+    def __init__(self, router: Router, workers: WorkerClient, max_attempts: int) -> None:
         self.router = router
         self.workers = workers
+        self.max_attempts = max_attempts
 
     async def create(self, body: EmbeddingRequest) -> JSONResponse:
         request = worker_request(body)
-        target = await self.router.dispatch(body.model)
-        result = await self.workers.embed(target.address, request)
+        result = await with_failover(
+            self.router, body.model, lambda target: self.workers.embed(target.address, request), self.max_attempts
+        )
         encode = to_base64 if body.encoding_format == "base64" else (lambda v: v)
         response = EmbeddingResponse(
             data=[EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.embeddings)],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from typing import TypeVar
@@ -16,7 +17,7 @@ from typing import TypeVar
 import anyio
 from fastapi import Request
 
-from tokenyard.errors import TokenyardError
+from tokenyard.errors import RequestTimeoutError, TokenyardError
 from tokenyard.gateway.worker_client import GenerationStream
 from tokenyard.protocol.internal import GenerateChunk
 
@@ -38,8 +39,14 @@ def sse_error(error: Exception) -> str:
     return sse(error.to_dict())
 
 
-async def merge_streams(streams: list[GenerationStream]) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
-    """Chunks of several choice streams as they arrive, tagged with the choice index."""
+async def merge_streams(
+    streams: list[GenerationStream], timeout: float | None = None
+) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
+    """Chunks of several choice streams as they arrive, tagged with the choice index.
+
+    Past `timeout` seconds it raises RequestTimeoutError; closing the streams then aborts the work.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
     queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
 
     async def pump(index: int, stream: GenerationStream) -> None:
@@ -55,7 +62,7 @@ async def merge_streams(streams: list[GenerationStream]) -> AsyncGenerator[tuple
     try:
         remaining = len(tasks)
         while remaining:
-            index, item = await queue.get()
+            index, item = await _next_item(queue, deadline, timeout)
             if item is _END:
                 remaining -= 1
             elif isinstance(item, Exception):
@@ -71,6 +78,17 @@ async def merge_streams(streams: list[GenerationStream]) -> AsyncGenerator[tuple
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
+
+
+async def _next_item(
+    queue: asyncio.Queue[tuple[int, object]], deadline: float | None, timeout: float | None
+) -> tuple[int, object]:
+    if deadline is None:
+        return await queue.get()
+    try:
+        return await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise RequestTimeoutError(f"The request did not finish within {timeout:g} s.") from None
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T], poll: float = 0.25) -> T:

@@ -63,6 +63,18 @@ class UnregisterRequest(BaseModel):
 
 class DispatchRequest(BaseModel):
     model: str
+    exclude: list[str] = Field(default_factory=list, description="worker ids that already failed this request")
+
+
+class FailureReport(BaseModel):
+    """The gateway could not talk to a worker; the controller probes it and evicts it if it is gone."""
+
+    worker_id: str
+    error: str
+
+
+class FailureReportResponse(BaseModel):
+    evicted: bool
 
 
 class DispatchResponse(BaseModel):

@@ -59,20 +59,32 @@ class WorkerRuntime:
     def status(self) -> WorkerStatus:
         stats: EngineStats = self.engine.stats()
         queue = max(stats.num_running + stats.num_waiting, self.in_flight)
+        state, reason = self._state(stats, queue)
         return WorkerStatus(
             worker_id=self.worker_id,
             address=self.config.address(),
             models=self.model_names,
             kind=self.kind,
             context_length=self.engine.context_length,
-            state=WorkerState.DRAINING if self.draining else WorkerState.HEALTHY,
-            reason="shutting down: finishing in-flight requests" if self.draining else "",
+            state=state,
+            reason=reason,
             queue_length=queue,
             num_running=stats.num_running,
             num_waiting=stats.num_waiting,
             speed=max(stats.tokens_per_second, 1.0),
             heartbeat_interval=self.config.heartbeat_interval,
         )
+
+    def _state(self, stats: EngineStats, queue: int) -> tuple[WorkerState, str]:
+        """Healthy means "can generate", not only "the process answers"."""
+        if self.draining:
+            return WorkerState.DRAINING, "shutting down: finishing in-flight requests"
+        if queue and stats.seconds_since_progress > self.config.stuck_timeout:
+            return (
+                WorkerState.UNHEALTHY,
+                f"engine made no progress for {stats.seconds_since_progress:.0f} s with {queue} request(s) queued",
+            )
+        return WorkerState.HEALTHY, ""
 
     def check_accepting(self, model: str) -> None:
         if model not in self.model_names:
@@ -206,8 +218,9 @@ def register_routes(app: FastAPI) -> None:
     @app.get("/ready")
     async def ready(request: Request) -> JSONResponse:
         runtime: WorkerRuntime = request.app.state.worker
-        if runtime.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
+        status = runtime.status()
+        if status.state is not WorkerState.HEALTHY:
+            return JSONResponse({"status": status.state.value, "reason": status.reason}, status_code=503)
         return JSONResponse({"status": "ready"})
 
 
