@@ -20,6 +20,7 @@ class ErrorCode(str, Enum):
     NO_HEALTHY_WORKER = "no_healthy_worker"
     WORKER_ERROR = "worker_error"
     TIMEOUT = "timeout"
+    CLIENT_CLOSED = "client_closed_request"
     INTERNAL = "internal_error"
 
 
@@ -109,6 +110,14 @@ class RequestTimeoutError(TokenyardError):
     status_code = 504
     error_type = "timeout_error"
     default_code = ErrorCode.TIMEOUT
+
+
+class ClientClosedRequestError(TokenyardError):
+    """The client went away before the answer was ready (nginx's 499); nobody reads this response."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+    default_code = ErrorCode.CLIENT_CLOSED
 
 
 class ModelLoadError(Exception):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,8 +23,9 @@ def pair(tmp_path: Path, tiny_chat_model_dir: Path) -> Iterator[Cluster]:
     running = Cluster(tmp_path, tmp_path / "home", heartbeat_interval=INTERVAL)
     try:
         running.start_controller()
-        running.start_worker("a", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL)
-        running.start_worker("b", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL)
+        # float32: a resumed stream must reproduce an unbroken one token for token.
+        running.start_worker("a", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL, "--dtype", "float32")
+        running.start_worker("b", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL, "--dtype", "float32")
         running.start_gateway()
         assert wait_until(lambda: len(running.registered_worker_ids()) == 2, timeout=10), running.logs()
         yield running
@@ -58,3 +60,57 @@ def test_last_worker_gone_is_503_before_any_token(pair: Cluster) -> None:
     )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "no_healthy_worker"
+
+
+def _stream_text(url: str, body: dict[str, object], on_chunk: Callable[[int], None] = lambda n: None) -> list[str]:
+    lines: list[str] = []
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line:
+                lines.append(line)
+                on_chunk(len(lines))
+    return lines
+
+
+def _busy_worker(pair: Cluster) -> str:
+    for name, worker in pair.workers.items():
+        status = httpx.get(f"http://127.0.0.1:{worker.port}/status", timeout=5).json()  # type: ignore[attr-defined]
+        if status["num_running"]:
+            return name
+    raise AssertionError("no worker is generating")
+
+
+def test_stream_broken_mid_way_resumes_on_another_worker_without_gap_or_duplicate(pair: Cluster) -> None:
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": "写一首关于春天的诗 and tell a story"}],
+        "max_tokens": 600,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    reference = _stream_text(pair.gateway_url, body)
+
+    def kill_serving_worker(count: int) -> None:
+        if count == 20:
+            pair.workers[_busy_worker(pair)].signal(signal.SIGKILL)
+
+    resumed = _stream_text(pair.gateway_url, body, kill_serving_worker)
+    assert resumed[-1] == "data: [DONE]" and sum(line == "data: [DONE]" for line in resumed) == 1
+    assert not any('"error"' in line for line in resumed), resumed[-3:]
+    assert _content(resumed) == _content(reference)
+    usage = json.loads(resumed[-2][len("data: ") :])["usage"]
+    assert usage["completion_tokens"] == 600
+    assert usage["prompt_tokens"] == json.loads(reference[-2][len("data: ") :])["usage"]["prompt_tokens"]
+    assert "resuming" in (pair.gateway.logs() if pair.gateway else "")
+
+
+def _content(lines: list[str]) -> str:
+    parts = []
+    for line in lines:
+        if line.startswith("data: {"):
+            for choice in json.loads(line[len("data: ") :])["choices"]:
+                parts.append(choice["delta"].get("content") or "")
+    return "".join(parts)

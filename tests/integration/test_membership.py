@@ -115,7 +115,8 @@ def test_client_disconnect_aborts_non_streamed_generation(small_cluster: Cluster
     assert status["num_running"] == 0
 
 
-def test_worker_dying_mid_stream_ends_with_an_error_event_then_done(small_cluster: Cluster) -> None:
+def test_only_worker_dying_mid_stream_ends_with_an_error_event_then_done(small_cluster: Cluster) -> None:
+    # With no other worker to resume on, the client learns why the stream ended.
     endless = {**LONG_STREAM, "max_tokens": 1800}
     lines: list[str] = []
     with httpx.stream("POST", f"{small_cluster.gateway_url}/v1/chat/completions", json=endless, timeout=60) as response:
@@ -127,5 +128,5 @@ def test_worker_dying_mid_stream_ends_with_an_error_event_then_done(small_cluste
                 small_cluster.workers["chat"].signal(signal.SIGKILL)
     assert lines[-1] == "data: [DONE]"
     error = json.loads(lines[-2][len("data: ") :])["error"]
-    assert error["code"] == "worker_error" and error["message"]
+    assert error["code"] == "no_healthy_worker" and error["message"]
     assert sum(line == "data: [DONE]" for line in lines) == 1

@@ -39,11 +39,18 @@ def _final_error(failures: list[TokenyardError], model: str) -> TokenyardError:
 
 
 async def with_failover(
-    router: Router, model: str, attempt: Callable[[DispatchResponse], Awaitable[T]], max_attempts: int
+    router: Router,
+    model: str,
+    attempt: Callable[[DispatchResponse], Awaitable[T]],
+    max_attempts: int,
+    exclude: list[str] | None = None,
 ) -> T:
-    """Run `attempt` on a dispatched worker, moving to another worker on a retryable failure."""
+    """Run `attempt` on a dispatched worker, moving to another worker on a retryable failure.
+
+    `exclude` names workers already known to have failed this request (a stream being resumed).
+    """
     failures: list[TokenyardError] = []
-    tried: list[str] = []
+    tried: list[str] = list(exclude or [])
     for _ in range(max_attempts):
         try:
             target = await router.dispatch(model, exclude=tried)

@@ -7,18 +7,21 @@ to the one worker that a single controller lookup picked.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from tokenyard.errors import InvalidRequestError
+from tokenyard.errors import InvalidRequestError, WorkerError
 from tokenyard.gateway.failover import with_failover
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.streaming import merge_streams
 from tokenyard.gateway.worker_client import GenerationStream, WorkerClient
-from tokenyard.protocol.internal import DispatchResponse, GenerateChunk, GenerateRequest, SamplingOptions
+from tokenyard.protocol.internal import DispatchResponse, GenerateChunk, GenerateRequest, ResumeState, SamplingOptions
 from tokenyard.protocol.openai import SamplingFields, Usage, unsupported_fields
+
+logger = logging.getLogger(__name__)
 
 
 def new_request_id(prefix: str) -> str:
@@ -62,21 +65,36 @@ class GenerationService:
         self.workers = workers
         self.max_attempts = max_attempts
         self.request_timeout = request_timeout
+        self._background: set[asyncio.Task[None]] = set()
 
-    def merged(self, streams: list[GenerationStream]) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
+    def abort_later(self, address: str, request_id: str) -> None:
+        """Tell a worker to stop a generation nobody will read, without making the caller wait."""
+        task = asyncio.create_task(self.workers.abort(address, request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def merged(self, streams: list[ResumingStream]) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
         """The choices' chunks as they come, bounded by the request timeout."""
         return merge_streams(streams, self.request_timeout)
 
-    async def open(self, model: str, requests: list[GenerateRequest]) -> list[GenerationStream]:
+    async def open(self, model: str, requests: list[GenerateRequest]) -> list[ResumingStream]:
         """Open every choice's stream on one worker, trying another worker if that one fails."""
-        return await with_failover(
+        opened = await with_failover(
             self.router, model, lambda target: self._open_on(target, requests), self.max_attempts
         )
+        return [ResumingStream(self, model, request, stream) for request, stream in zip(requests, opened, strict=True)]
+
+    async def reopen(self, model: str, request: GenerateRequest, exclude: list[str]) -> GenerationStream:
+        """One request again, on a worker not in `exclude` (used to resume a broken stream)."""
+        streams = await with_failover(
+            self.router, model, lambda target: self._open_on(target, [request]), self.max_attempts, exclude
+        )
+        return streams[0]
 
     async def _open_on(self, target: DispatchResponse, requests: list[GenerateRequest]) -> list[GenerationStream]:
         """Open every choice's stream, or none: an error closes those already open."""
         opened = await asyncio.gather(
-            *(self.workers.open_generation(target.address, r) for r in requests), return_exceptions=True
+            *(self.workers.open_generation(target, r) for r in requests), return_exceptions=True
         )
         failures = [o for o in opened if isinstance(o, BaseException)]
         streams = [o for o in opened if isinstance(o, GenerationStream)]
@@ -85,7 +103,7 @@ class GenerationService:
             raise failures[0]
         return streams
 
-    async def collect(self, streams: list[GenerationStream]) -> list[ChoiceResult]:
+    async def collect(self, streams: list[ResumingStream]) -> list[ChoiceResult]:
         results = [ChoiceResult() for _ in streams]
         async with aclosing(self.merged(streams)) as merged:
             async for index, chunk in merged:
@@ -99,3 +117,59 @@ class GenerationService:
 
 def usage_of(prompt_tokens_by_prompt: dict[int, int], completion_tokens: int) -> Usage:
     return Usage.of(sum(prompt_tokens_by_prompt.values()), completion_tokens)
+
+
+class ResumingStream:
+    """One choice's stream that outlives its worker.
+
+    If the worker's connection breaks mid-stream, the request is sent to another worker with the
+    tokens generated so far and the text already delivered; that worker sends the undelivered text
+    and continues, so the client sees one stream with no gap and no duplicate.
+    """
+
+    def __init__(
+        self, service: GenerationService, model: str, request: GenerateRequest, stream: GenerationStream
+    ) -> None:
+        self._service = service
+        self._model = model
+        self._request = request
+        self._stream = stream
+        self._finished = False
+        self.resumes = 0
+
+    async def chunks(self) -> AsyncGenerator[GenerateChunk, None]:
+        token_ids: list[int] = []
+        text = ""
+        tried = [self._stream.worker_id]
+        while True:
+            try:
+                async with aclosing(self._stream.chunks()) as chunks:
+                    async for chunk in chunks:
+                        token_ids.extend(chunk.token_ids)
+                        text += chunk.text
+                        self._finished = chunk.finish_reason is not None
+                        yield chunk
+                return
+            except WorkerError as exc:
+                if len(tried) >= self._service.max_attempts:
+                    raise
+                self._service.router.report_failure(self._stream.worker_id, exc.message)
+                logger.warning(
+                    "stream %s broke after %d tokens (%s); resuming", self._request.request_id, len(token_ids), exc
+                )
+                self._stream = await self._service.reopen(self._model, self._resumed(token_ids, text), tried)
+                tried.append(self._stream.worker_id)
+                self.resumes += 1
+
+    def _resumed(self, token_ids: list[int], text: str) -> GenerateRequest:
+        if not token_ids:
+            return self._request
+        return self._request.model_copy(update={"resume": ResumeState(token_ids=token_ids, text_sent=text)})
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+        if not self._finished:
+            # Closing the connection already tells the worker; the explicit abort does not depend
+            # on the worker noticing a half-closed socket.
+            self._service.abort_later(self._stream.address, self._request.request_id)
+            self._finished = True

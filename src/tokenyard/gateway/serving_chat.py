@@ -10,13 +10,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenyard.gateway.generation import (
     GenerationService,
+    ResumingStream,
     new_request_id,
     refuse_unsupported,
     sampling_options,
     usage_of,
 )
 from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
-from tokenyard.gateway.worker_client import GenerationStream
 from tokenyard.protocol.internal import ChatMessage, GenerateRequest
 from tokenyard.protocol.openai import (
     ChatChoice,
@@ -74,7 +74,7 @@ class ChatServing:
         ]
 
     async def _stream(
-        self, model: str, completion_id: str, streams: list[GenerationStream], include_usage: bool
+        self, model: str, completion_id: str, streams: list[ResumingStream], include_usage: bool
     ) -> AsyncIterator[str]:
         def chunk(choices: list[ChatChunkChoice], usage: object = None) -> str:
             data = ChatCompletionChunk(id=completion_id, model=model, choices=choices).model_dump()

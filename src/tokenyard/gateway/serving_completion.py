@@ -11,13 +11,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from tokenyard.errors import InvalidRequestError
 from tokenyard.gateway.generation import (
     GenerationService,
+    ResumingStream,
     new_request_id,
     refuse_unsupported,
     sampling_options,
     usage_of,
 )
 from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
-from tokenyard.gateway.worker_client import GenerationStream
 from tokenyard.protocol.internal import GenerateRequest
 from tokenyard.protocol.openai import CompletionChoice, CompletionRequest, CompletionResponse
 from tokenyard.web import ClosingStreamingResponse
@@ -80,7 +80,7 @@ class CompletionServing:
         self,
         body: CompletionRequest,
         completion_id: str,
-        streams: list[GenerationStream],
+        streams: list[ResumingStream],
         include_usage: bool,
     ) -> AsyncIterator[str]:
         def chunk(index: int, text: str, finish_reason: str | None) -> str:

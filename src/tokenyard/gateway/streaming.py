@@ -10,15 +10,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from contextlib import aclosing
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 from fastapi import Request
 
-from tokenyard.errors import RequestTimeoutError, TokenyardError
-from tokenyard.gateway.worker_client import GenerationStream
+from tokenyard.errors import ClientClosedRequestError, RequestTimeoutError, TokenyardError
 from tokenyard.protocol.internal import GenerateChunk
 
 logger = logging.getLogger(__name__)
@@ -39,8 +38,14 @@ def sse_error(error: Exception) -> str:
     return sse(error.to_dict())
 
 
+class ChunkStream(Protocol):
+    def chunks(self) -> AsyncGenerator[GenerateChunk, None]: ...
+
+    async def aclose(self) -> None: ...
+
+
 async def merge_streams(
-    streams: list[GenerationStream], timeout: float | None = None
+    streams: Sequence[ChunkStream], timeout: float | None = None
 ) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
     """Chunks of several choice streams as they arrive, tagged with the choice index.
 
@@ -49,7 +54,7 @@ async def merge_streams(
     deadline = None if timeout is None else time.monotonic() + timeout
     queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
 
-    async def pump(index: int, stream: GenerationStream) -> None:
+    async def pump(index: int, stream: ChunkStream) -> None:
         try:
             async with aclosing(stream.chunks()) as chunks:
                 async for chunk in chunks:
@@ -103,7 +108,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T], poll: float
             if await request.is_disconnected():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                raise asyncio.CancelledError("client disconnected")
+                raise ClientClosedRequestError("The client closed the connection.")
     finally:
         if not task.done():
             task.cancel()

@@ -6,20 +6,32 @@ or a stream that ends without a finish reason becomes a WorkerError.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 
 import httpx
 
 from tokenyard.errors import UpstreamError, WorkerError, error_from_body
-from tokenyard.protocol.internal import EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest
+from tokenyard.protocol.internal import (
+    AbortRequest,
+    DispatchResponse,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateChunk,
+    GenerateRequest,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class GenerationStream:
     """One open NDJSON stream of GenerateChunks from a worker."""
 
-    def __init__(self, response: httpx.Response, address: str) -> None:
+    def __init__(self, response: httpx.Response, target: DispatchResponse) -> None:
         self._response = response
-        self._address = address
+        self.address = target.address
+        self._address = target.address
+        self.worker_id = target.worker_id
 
     async def chunks(self) -> AsyncGenerator[GenerateChunk, None]:
         finished = False
@@ -49,8 +61,9 @@ class WorkerClient:
         self._client = client
         self._timeout = httpx.Timeout(timeout, connect=5.0)
 
-    async def open_generation(self, address: str, request: GenerateRequest) -> GenerationStream:
+    async def open_generation(self, target: DispatchResponse, request: GenerateRequest) -> GenerationStream:
         """Start generating; errors the worker answers before streaming are raised here."""
+        address = target.address
         http_request = self._client.build_request(
             "POST", f"{address}/generate", content=request.model_dump_json(), timeout=self._timeout
         )
@@ -62,7 +75,15 @@ class WorkerClient:
             await response.aread()
             await response.aclose()
             raise _error_of(response)
-        return GenerationStream(response, address)
+        return GenerationStream(response, target)
+
+    async def abort(self, address: str, request_id: str) -> None:
+        """Ask a worker to stop a generation; best effort, as the worker may already be gone."""
+        body = AbortRequest(request_id=request_id).model_dump_json()
+        try:
+            await self._client.post(f"{address}/abort", content=body, timeout=2.0)
+        except httpx.HTTPError as exc:
+            logger.debug("abort of %s at %s failed: %s", request_id, address, exc)
 
     async def embed(self, address: str, request: EmbedRequest) -> EmbedResponse:
         try:

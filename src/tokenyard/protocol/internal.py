@@ -138,6 +138,24 @@ class SamplingOptions(BaseModel):
     stop: list[str] = Field(default_factory=list)
     stop_token_ids: list[int] = Field(default_factory=list)
     ignore_eos: bool = False
+    min_p: float = Field(default=0.0, ge=0, le=1)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    logit_bias: dict[int, float] = Field(default_factory=dict, description="token id -> bias added to its logit")
+    min_tokens: int = Field(default=0, ge=0)
+    logprobs: int | None = Field(default=None, ge=0, le=20, description="None: none; k: the token's and k alternatives")
+
+
+class ResumeState(BaseModel):
+    """Where a stream broke: the tokens generated so far and the text the client already has.
+
+    A worker that resumes appends the tokens to the prompt, sends first whatever text of them the
+    client has not seen yet, then continues; at temperature 0 the result equals an unbroken stream.
+    """
+
+    token_ids: list[int] = Field(min_length=1)
+    text_sent: str = ""
 
 
 class GenerateRequest(BaseModel):
@@ -152,6 +170,7 @@ class GenerateRequest(BaseModel):
     max_tokens_param: str = Field(
         default="max_tokens", description="the client's field name, quoted back in context errors"
     )
+    resume: ResumeState | None = None
 
 
 FinishReason = Literal["stop", "length"]
@@ -169,11 +188,18 @@ class GenerateChunk(BaseModel):
     """One line of the worker's NDJSON stream: new text, and on the last line why it ended."""
 
     text: str = ""
+    token_ids: list[int] = Field(default_factory=list, description="the tokens behind this chunk")
     num_new_tokens: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
     error: ErrorDetail | None = None
+
+
+class AbortRequest(BaseModel):
+    """Stop generating for a request whose client went away (sent besides closing the stream)."""
+
+    request_id: str
 
 
 class EmbedRequest(BaseModel):

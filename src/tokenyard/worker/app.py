@@ -25,6 +25,7 @@ from tokenyard.errors import (
     TokenyardError,
 )
 from tokenyard.protocol.internal import (
+    AbortRequest,
     EmbedRequest,
     EmbedResponse,
     ErrorDetail,
@@ -38,7 +39,7 @@ from tokenyard.protocol.internal import (
 )
 from tokenyard.web import ClosingStreamingResponse, ClusterAuthMiddleware, cluster_headers, install_error_handlers
 from tokenyard.worker.heartbeat import Heartbeat
-from tokenyard.worker.prompts import encode_prompt, prepare
+from tokenyard.worker.prompts import PreparedRequest, encode_prompt, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +111,15 @@ class WorkerRuntime:
             await self.heartbeat.beat()
 
 
-def _chunk(output: GenerationOutput) -> GenerateChunk:
+def _chunk(output: GenerationOutput, prepared: PreparedRequest, first: bool = False) -> GenerateChunk:
+    """One NDJSON line; for a resumed request, counted as if the stream had never broken."""
+    resumed = prepared.num_resumed_tokens
     return GenerateChunk(
-        text=output.text,
+        text=(prepared.unsent_text if first else "") + output.text,
+        token_ids=list(output.token_ids),
         num_new_tokens=output.num_new_tokens,
-        prompt_tokens=output.num_prompt_tokens,
-        completion_tokens=output.num_output_tokens,
+        prompt_tokens=output.num_prompt_tokens - resumed,
+        completion_tokens=output.num_output_tokens + resumed,
         finish_reason=output.finish_reason,
     )
 
@@ -132,15 +136,19 @@ def _error_chunk(error: TokenyardError) -> GenerateChunk:
 
 
 async def _stream_lines(
-    runtime: WorkerRuntime, request_id: str, first: GenerationOutput, outputs: AsyncGenerator[GenerationOutput, None]
+    runtime: WorkerRuntime,
+    request_id: str,
+    prepared: PreparedRequest,
+    first: GenerationOutput,
+    outputs: AsyncGenerator[GenerationOutput, None],
 ) -> AsyncIterator[str]:
     """NDJSON lines; an engine failure mid-stream becomes a final error line, never a cut stream."""
     last, failed = first, False
     try:
-        yield _chunk(first).model_dump_json() + "\n"
+        yield _chunk(first, prepared, first=True).model_dump_json() + "\n"
         async for output in outputs:
             last = output
-            yield _chunk(output).model_dump_json() + "\n"
+            yield _chunk(output, prepared).model_dump_json() + "\n"
     except TokenyardError as exc:
         failed = True
         yield _error_chunk(exc).model_dump_json() + "\n"
@@ -173,8 +181,14 @@ def register_routes(app: FastAPI) -> None:
             await outputs.aclose()
             raise
         return ClosingStreamingResponse(
-            _stream_lines(runtime, body.request_id, first, outputs), media_type="application/x-ndjson"
+            _stream_lines(runtime, body.request_id, prepared, first, outputs), media_type="application/x-ndjson"
         )
+
+    @app.post("/abort")
+    async def abort(body: AbortRequest, request: Request) -> dict[str, bool]:
+        runtime: WorkerRuntime = request.app.state.worker
+        await runtime.generation_engine().abort(body.request_id)
+        return {"accepted": True}
 
     @app.post("/embed")
     async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:

@@ -17,6 +17,8 @@ from tokenyard.protocol.internal import GenerateRequest
 class PreparedRequest:
     prompt_token_ids: list[int]
     params: SamplingParams
+    num_resumed_tokens: int = 0  # generated before a resume; part of prompt_token_ids here
+    unsent_text: str = ""  # text of the resumed tokens the client has not received yet
 
 
 def encode_prompt(request: GenerateRequest, tokenizer: PromptTokenizer) -> list[int]:
@@ -35,6 +37,7 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
     if not prompt_ids:
         raise InvalidRequestError("The prompt is empty.", param="prompt")
     options = request.sampling
+    resumed = request.resume.token_ids if request.resume else []
     room = context_length - len(prompt_ids)
     max_tokens = options.max_tokens if options.max_tokens is not None else room
     if room < 1 or max_tokens > room:
@@ -45,7 +48,7 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
             param=request.max_tokens_param if room >= 1 else "messages" if request.messages else "prompt",
         )
     params = SamplingParams(
-        max_tokens=max_tokens,
+        max_tokens=max_tokens - len(resumed),
         temperature=options.temperature,
         top_p=options.top_p,
         top_k=options.top_k,
@@ -53,5 +56,25 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
         stop=tuple(options.stop),
         stop_token_ids=tuple(options.stop_token_ids),
         ignore_eos=options.ignore_eos,
+        min_p=options.min_p,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        repetition_penalty=options.repetition_penalty,
+        logit_bias=tuple(sorted(options.logit_bias.items())),
+        min_tokens=options.min_tokens,
+        logprobs=options.logprobs,
     )
-    return PreparedRequest(prompt_ids, params)
+    if not resumed:
+        return PreparedRequest(prompt_ids, params)
+    if len(resumed) >= max_tokens:
+        raise InvalidRequestError("Nothing is left to generate after the resumed tokens.", param="resume")
+    return PreparedRequest(prompt_ids + resumed, params, len(resumed), _unsent(tokenizer, request))
+
+
+def _unsent(tokenizer: PromptTokenizer, request: GenerateRequest) -> str:
+    """Text of the resumed tokens the client has not seen: held back for UTF-8 or a possible stop."""
+    assert request.resume is not None
+    # A character cut at the break is completed by the next tokens; leave its bytes to them.
+    full = tokenizer.decode(request.resume.token_ids).rstrip("\ufffd")
+    sent = request.resume.text_sent
+    return full[len(sent) :] if full.startswith(sent) else ""
