@@ -77,6 +77,9 @@ class WorkerConfig(_Section):
     batch_wait_timeout: float = Field(default=0.1, ge=0, description="seconds")
     context_length: int | None = Field(default=None, ge=16, description="default: the model's own")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    kv_cache_memory: float | None = Field(
+        default=None, gt=0, description="GiB for the KV cache; default: gpu_memory_utilization on CUDA, capped on CPU"
+    )
     heartbeat_interval: float = Field(default=2.0, gt=0, description="seconds")
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds to finish work on SIGTERM")
     max_queue_length: int = Field(default=256, ge=1, description="requests beyond this are refused (429)")
@@ -99,6 +102,9 @@ class GatewayConfig(_Section):
     controller: str = DEFAULT_CONTROLLER_URL
     request_timeout: float = Field(default=600.0, gt=0, description="seconds for one whole request")
     models_cache_ttl: float = Field(default=0.5, ge=0, description="seconds the model list is cached")
+    stall_timeout: float = Field(
+        default=10.0, gt=2, description="seconds of silence from a worker's stream before it counts as frozen"
+    )
     max_attempts: int = Field(
         default=3, ge=1, description="workers tried for one request that fails before its first token"
     )

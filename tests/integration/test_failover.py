@@ -16,11 +16,13 @@ from tests.integration.conftest import CHAT_MODEL
 from tests.integration.processes import Cluster, wait_until
 
 INTERVAL = 2.0  # the default heartbeat: eviction by expiry alone would take 6 s
+STALL = 3.0  # seconds of silence before the gateway treats a worker's stream as frozen
 
 
 @pytest.fixture
 def pair(tmp_path: Path, tiny_chat_model_dir: Path) -> Iterator[Cluster]:
     running = Cluster(tmp_path, tmp_path / "home", heartbeat_interval=INTERVAL)
+    running.env["TOKENYARD_GATEWAY__STALL_TIMEOUT"] = str(STALL)
     try:
         running.start_controller()
         # float32: a resumed stream must reproduce an unbroken one token for token.
@@ -81,23 +83,35 @@ def _busy_worker(pair: Cluster) -> str:
     raise AssertionError("no worker is generating")
 
 
-def test_stream_broken_mid_way_resumes_on_another_worker_without_gap_or_duplicate(pair: Cluster) -> None:
-    body = {
-        "model": CHAT_MODEL,
-        "messages": [{"role": "user", "content": "写一首关于春天的诗 and tell a story"}],
-        "max_tokens": 600,
-        "ignore_eos": True,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+LONG_GREEDY_STREAM = {
+    "model": CHAT_MODEL,
+    "messages": [{"role": "user", "content": "写一首关于春天的诗 and tell a story"}],
+    "max_tokens": 600,
+    "ignore_eos": True,
+    "temperature": 0,
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+def test_stream_broken_mid_way_resumes_on_another_worker_without_gap_or_duplicate(
+    pair: Cluster, fault: signal.Signals
+) -> None:
+    body = LONG_GREEDY_STREAM
     reference = _stream_text(pair.gateway_url, body)
+    faulty: list[str] = []
 
-    def kill_serving_worker(count: int) -> None:
+    def break_serving_worker(count: int) -> None:
         if count == 20:
-            pair.workers[_busy_worker(pair)].signal(signal.SIGKILL)
+            faulty.append(_busy_worker(pair))
+            pair.workers[faulty[0]].signal(fault)
 
-    resumed = _stream_text(pair.gateway_url, body, kill_serving_worker)
+    try:
+        resumed = _stream_text(pair.gateway_url, body, break_serving_worker)
+    finally:
+        if faulty:
+            pair.workers[faulty[0]].signal(signal.SIGCONT)
     assert resumed[-1] == "data: [DONE]" and sum(line == "data: [DONE]" for line in resumed) == 1
     assert not any('"error"' in line for line in resumed), resumed[-3:]
     assert _content(resumed) == _content(reference)

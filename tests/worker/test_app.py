@@ -35,6 +35,7 @@ class EchoEngine:
         self.aborted: list[str] = []
         self.running = 0
         self.stalled_for = 0.0
+        self.delay = 0.0
 
     async def start(self) -> None: ...
 
@@ -47,6 +48,7 @@ class EchoEngine:
             raise OverloadedError("queue full", retry_after=3)
         self.running += 1
         finished = False
+        await asyncio.sleep(self.delay)
         try:
             text = [chr(t) for t in prompt_token_ids][: params.max_tokens]
             for i, char in enumerate(text):
@@ -157,3 +159,15 @@ async def test_stuck_engine_reports_unhealthy(client: httpx.AsyncClient, engine:
     assert (await client.get("/ready")).status_code == 503
     engine.running = 0  # an idle engine is never "stuck"
     assert (await client.get("/status")).json()["state"] == "healthy"
+
+
+async def test_quiet_engine_streams_keepalives(
+    client: httpx.AsyncClient, engine: EchoEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tokenyard.worker.outputs.KEEPALIVE_SECONDS", 0.02)
+    engine.delay = 0.1
+    response = await client.post("/generate", content=generate_body("hi", max_tokens=5))
+    chunks = [GenerateChunk.model_validate_json(line) for line in response.text.splitlines()]
+    assert chunks[0].keepalive
+    data = [c for c in chunks if not c.keepalive]
+    assert "".join(c.text for c in data) == "hi" and data[-1].finish_reason == "stop"

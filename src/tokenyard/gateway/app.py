@@ -80,7 +80,7 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         async with httpx.AsyncClient(headers=cluster_headers(cluster_token), limits=limits) as client:
             router = Router(client, config.controller, config.models_cache_ttl)
-            workers = WorkerClient(client, config.request_timeout)
+            workers = WorkerClient(client, config.request_timeout, config.stall_timeout)
             service = GenerationService(router, workers, config.max_attempts, config.request_timeout)
             app.state.router = router
             app.state.chat = ChatServing(service)

@@ -40,6 +40,8 @@ class GenerationStream:
                 if not line:
                     continue
                 chunk = GenerateChunk.model_validate_json(line)
+                if chunk.keepalive:
+                    continue
                 if chunk.error is not None:
                     err = chunk.error
                     raise UpstreamError(err.status_code, err.type, err.message, param=err.param, code=err.code)
@@ -57,9 +59,10 @@ class GenerationStream:
 
 
 class WorkerClient:
-    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout: float, stall_timeout: float) -> None:
         self._client = client
-        self._timeout = httpx.Timeout(timeout, connect=5.0)
+        # A worker streams at least a keepalive every few seconds, so a longer silence means it froze.
+        self._timeout = httpx.Timeout(timeout, connect=5.0, read=stall_timeout)
 
     async def open_generation(self, target: DispatchResponse, request: GenerateRequest) -> GenerationStream:
         """Start generating; errors the worker answers before streaming are raised here."""

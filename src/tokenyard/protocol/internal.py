@@ -194,6 +194,7 @@ class GenerateChunk(BaseModel):
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
     error: ErrorDetail | None = None
+    keepalive: bool = Field(default=False, description="nothing new: the worker is alive, the engine busy")
 
 
 class AbortRequest(BaseModel):

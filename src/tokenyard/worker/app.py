@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -39,6 +39,7 @@ from tokenyard.protocol.internal import (
 )
 from tokenyard.web import ClosingStreamingResponse, ClusterAuthMiddleware, cluster_headers, install_error_handlers
 from tokenyard.worker.heartbeat import Heartbeat
+from tokenyard.worker.outputs import EngineOutputs
 from tokenyard.worker.prompts import PreparedRequest, encode_prompt, prepare
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ def _chunk(output: GenerationOutput, prepared: PreparedRequest, first: bool = Fa
     )
 
 
+KEEPALIVE_LINE = GenerateChunk(keepalive=True).model_dump_json() + "\n"
+
+
 def _error_chunk(error: TokenyardError) -> GenerateChunk:
     detail = ErrorDetail(
         message=error.message,
@@ -139,16 +143,24 @@ async def _stream_lines(
     runtime: WorkerRuntime,
     request_id: str,
     prepared: PreparedRequest,
-    first: GenerationOutput,
-    outputs: AsyncGenerator[GenerationOutput, None],
+    first: GenerationOutput | None,
+    outputs: EngineOutputs,
 ) -> AsyncIterator[str]:
-    """NDJSON lines; an engine failure mid-stream becomes a final error line, never a cut stream."""
-    last, failed = first, False
+    """NDJSON lines, with keepalives while the engine is quiet; an engine failure mid-stream becomes
+    a final error line, never a cut stream."""
+    last, failed, sent_any = first, False, False
     try:
-        yield _chunk(first, prepared, first=True).model_dump_json() + "\n"
-        async for output in outputs:
+        while True:
+            output = first if first is not None else await outputs.next()
+            first = None
+            if output is None:
+                yield KEEPALIVE_LINE
+                continue
             last = output
-            yield _chunk(output, prepared).model_dump_json() + "\n"
+            yield _chunk(output, prepared, first=not sent_any).model_dump_json() + "\n"
+            sent_any = True
+    except StopAsyncIteration:
+        pass
     except TokenyardError as exc:
         failed = True
         yield _error_chunk(exc).model_dump_json() + "\n"
@@ -160,8 +172,9 @@ async def _stream_lines(
         # Runs on normal end and when the gateway disconnects: closing the engine's iterator aborts it.
         await outputs.aclose()
         runtime.in_flight -= 1
-        if last.finish_reason is None and not failed:
-            logger.info("request %s aborted after %d tokens: the client went away", request_id, last.num_output_tokens)
+        if (last is None or last.finish_reason is None) and not failed:
+            produced = last.num_output_tokens if last else 0
+            logger.info("request %s aborted after %d tokens: the client went away", request_id, produced)
 
 
 def register_routes(app: FastAPI) -> None:
@@ -171,11 +184,12 @@ def register_routes(app: FastAPI) -> None:
         runtime.check_accepting(body.model)
         engine = runtime.generation_engine()
         prepared = prepare(body, engine.tokenizer, engine.context_length)
-        outputs = engine.generate(body.request_id, prepared.prompt_token_ids, prepared.params)
+        outputs = EngineOutputs(engine.generate(body.request_id, prepared.prompt_token_ids, prepared.params))
         runtime.in_flight += 1
         try:
-            # Waiting for the first output lets refusals (queue full) leave as a real HTTP status.
-            first = await outputs.__anext__()
+            # Waiting briefly for the first output lets refusals (queue full) leave as a real HTTP
+            # status; a request still queued after that streams keepalives until its first token.
+            first = await outputs.next()
         except BaseException:
             runtime.in_flight -= 1
             await outputs.aclose()
