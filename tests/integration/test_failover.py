@@ -128,3 +128,18 @@ def _content(lines: list[str]) -> str:
             for choice in json.loads(line[len("data: ") :])["choices"]:
                 parts.append(choice["delta"].get("content") or "")
     return "".join(parts)
+
+
+def test_gateway_serves_from_last_known_routes_while_the_controller_is_down(pair: Cluster) -> None:
+    assert pair.controller is not None
+    time.sleep(2.5)  # at least one route refresh since both workers registered
+    pair.controller.signal(signal.SIGKILL)
+    pair.controller.stop()
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda i: _chat(pair.gateway_url, i), range(8)))
+    assert statuses == [200] * 8, pair.logs()
+    # A worker that dies during the outage is skipped on the next attempt, not retried forever.
+    pair.workers["a"].signal(signal.SIGKILL)
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda i: _chat(pair.gateway_url, i), range(8)))
+    assert statuses == [200] * 8, pair.logs()

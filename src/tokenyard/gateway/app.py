@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,8 @@ from tokenyard.protocol.openai import (
     ModelCardList,
 )
 from tokenyard.web import AssumeJSONBodyMiddleware, cluster_headers, install_error_handlers
+
+ROUTE_REFRESH_SECONDS = 2.0  # how stale the routes kept for a controller outage may be
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429, 502, 503)
@@ -86,7 +89,10 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
             app.state.chat = ChatServing(service)
             app.state.completion = CompletionServing(service)
             app.state.embedding = EmbeddingServing(router, workers, config.max_attempts)
+            refresher = asyncio.create_task(router.keep_routes_fresh(ROUTE_REFRESH_SECONDS))
             yield
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
 
     app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)
     install_error_handlers(app)

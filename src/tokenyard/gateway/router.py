@@ -71,6 +71,12 @@ class Router:
         except httpx.HTTPError as exc:
             logger.debug("could not refresh routes: %s", exc)
 
+    async def keep_routes_fresh(self, interval: float) -> None:
+        """Refresh the route table forever, so a controller outage finds it recent."""
+        while True:
+            await self.refresh_routes()
+            await asyncio.sleep(interval)
+
     async def ready(self) -> bool:
         return any(info.num_workers > 0 for info in await self.models())
 
