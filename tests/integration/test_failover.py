@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -143,3 +144,30 @@ def test_gateway_serves_from_last_known_routes_while_the_controller_is_down(pair
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(lambda i: _chat(pair.gateway_url, i), range(8)))
     assert statuses == [200] * 8, pair.logs()
+
+
+def test_rolling_restart_under_load_loses_nothing(pair: Cluster, tiny_chat_model_dir: Path) -> None:
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load(seed: int) -> None:
+        i = 0
+        while not stop.is_set():
+            statuses.append(_chat(pair.gateway_url, seed * 1000 + i))
+            i += 1
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for old, new in (("a", "a2"), ("b", "b2")):
+            pair.workers[old].signal(signal.SIGTERM)
+            pair.workers[old].wait(timeout=60)
+            pair.start_worker(new, str(tiny_chat_model_dir), "--model-name", CHAT_MODEL, "--dtype", "float32")
+            assert wait_until(lambda: len(pair.registered_worker_ids()) == 2, timeout=10), pair.logs()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert len(statuses) > 20
+    assert set(statuses) == {200}, [s for s in statuses if s != 200]
