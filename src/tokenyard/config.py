@@ -59,6 +59,11 @@ class ControllerConfig(_Section):
     expiry_intervals: float = Field(
         default=3.0, gt=0, description="a worker silent for this many of its heartbeat intervals is evicted"
     )
+    startup_grace: float = Field(
+        default=5.0,
+        ge=0,
+        description="seconds after start during which an unknown model means 'not heard from yet', not 404",
+    )
 
 
 class WorkerConfig(_Section):

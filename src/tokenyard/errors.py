@@ -19,6 +19,7 @@ class ErrorCode(str, Enum):
     OVERLOADED = "overloaded"
     NO_HEALTHY_WORKER = "no_healthy_worker"
     WORKER_ERROR = "worker_error"
+    REGISTRY_WARMING_UP = "registry_warming_up"
     TIMEOUT = "timeout"
     CLIENT_CLOSED = "client_closed_request"
     INTERNAL = "internal_error"

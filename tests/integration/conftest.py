@@ -26,6 +26,7 @@ def cluster(
         running.start_worker("embed", str(tiny_embedding_model_dir), "--model-name", EMBEDDING_MODEL)
         running.start_gateway()
         assert wait_until(lambda: len(running.model_ids()) == 2, timeout=10), running.logs()
+        running.wait_past_startup_grace()  # so an unknown model is a 404, not "still warming up"
         yield running
     finally:
         running.stop()

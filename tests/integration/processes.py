@@ -34,9 +34,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 
 class Service:
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, env: dict[str, str], prefix: list[str] | None = None
+    ) -> None:
         self.name = name
         self.args = args
+        self.prefix = prefix or []  # e.g. `ip netns exec HOST` to run it on another test host
         self.log_path = log_dir / f"{name}.log"
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
@@ -44,7 +47,7 @@ class Service:
     def start(self) -> Service:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tokenyard", *self.args],
+            [*self.prefix, sys.executable, "-m", "tokenyard", *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -108,16 +111,21 @@ class Cluster:
         self.controller_port = free_port()
         self.controller_url = f"http://127.0.0.1:{self.controller_port}"
         self.controller: Service | None = None
+        self.controller_started = 0.0
         self.workers: dict[str, Service] = {}
         self.gateway: Service | None = None
         self.gateway_url = ""
 
     def start_controller(self) -> Service:
+        self.controller_started = time.monotonic()
         self.controller = Service(
             "controller", ["controller", "--port", str(self.controller_port)], self.log_dir, self.env
         ).start()
         self.controller.wait_http(f"{self.controller_url}/health")
         return self.controller
+
+    def wait_past_startup_grace(self, grace: float = 5.0) -> None:
+        time.sleep(max(0.0, self.controller_started + grace - time.monotonic()))
 
     def start_worker(self, name: str, model: str, *extra: str, wait: bool = True) -> Service:
         port = free_port()

@@ -26,6 +26,7 @@ def narrow(tmp_path: Path, tiny_chat_model_dir: Path) -> Iterator[Cluster]:
         running.start_worker("chat", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL, "--max-batch-size", "1")
         running.start_gateway()
         assert wait_until(lambda: running.model_ids() == [CHAT_MODEL], timeout=10), running.logs()
+        running.wait_past_startup_grace()
         yield running
     finally:
         running.stop()

@@ -31,6 +31,7 @@ def pair(tmp_path: Path, tiny_chat_model_dir: Path) -> Iterator[Cluster]:
         running.start_worker("b", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL, "--dtype", "float32")
         running.start_gateway()
         assert wait_until(lambda: len(running.registered_worker_ids()) == 2, timeout=10), running.logs()
+        running.wait_past_startup_grace()
         yield running
     finally:
         running.stop()

@@ -22,6 +22,7 @@ from tokenyard import web
 from tokenyard.config import ControllerConfig
 from tokenyard.controller.dispatch import Policy, dispatch, make_policy
 from tokenyard.controller.registry import WorkerRegistry
+from tokenyard.errors import ErrorCode, ModelNotFoundError, NoHealthyWorkerError
 from tokenyard.protocol.internal import (
     DispatchRequest,
     DispatchResponse,
@@ -68,6 +69,8 @@ def create_app(
 
     app = FastAPI(title="tokenyard controller", lifespan=lifespan)
     app.state.registry = registry
+    app.state.clock = clock
+    app.state.warm_until = clock() + config.startup_grace
     app.state.policy = make_policy(config.dispatch, rng)
     app.include_router(router)
     web.install_error_handlers(app)
@@ -115,10 +118,25 @@ async def unregister(body: UnregisterRequest, request: Request) -> HeartbeatResp
     return HeartbeatResponse(accepted=removed)
 
 
+def _warming_up(request: Request) -> bool:
+    """Soon after a (re)start the registry is still filling from heartbeats."""
+    return bool(request.app.state.clock() < request.app.state.warm_until)
+
+
 @router.post("/dispatch")
 async def dispatch_route(body: DispatchRequest, request: Request) -> DispatchResponse:
     policy: Policy = request.app.state.policy
-    return dispatch(_swept_registry(request), policy, body.model, body.exclude)
+    try:
+        return dispatch(_swept_registry(request), policy, body.model, body.exclude)
+    except (ModelNotFoundError, NoHealthyWorkerError):
+        if not _warming_up(request):
+            raise
+        # Not "does not exist": a worker may simply not have sent its first heartbeat here yet.
+        raise NoHealthyWorkerError(
+            "The controller has just started and is still hearing from its workers; retry shortly.",
+            code=ErrorCode.REGISTRY_WARMING_UP,
+            retry_after=1.0,
+        ) from None
 
 
 @router.post("/report_failure")
@@ -153,7 +171,9 @@ async def models(request: Request) -> ModelList:
 
 @router.get("/routes")
 async def routes(request: Request) -> RouteTable:
-    return _swept_registry(request).routes()
+    table = _swept_registry(request).routes()
+    table.complete = not _warming_up(request)
+    return table
 
 
 @router.get("/health")

@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from tokenyard.errors import ModelNotFoundError, NoHealthyWorkerError, error_from_body
+from tokenyard.errors import ErrorCode, ModelNotFoundError, NoHealthyWorkerError, error_from_body
 from tokenyard.protocol.internal import (
     DispatchRequest,
     DispatchResponse,
@@ -46,7 +46,10 @@ class Router:
             logger.warning("controller unreachable (%s); using the last known routes", exc)
             return self._from_cached_routes(model, body.exclude)
         if response.status_code != 200:
-            raise error_from_body(response.status_code, _json_or_none(response))
+            error = error_from_body(response.status_code, _json_or_none(response))
+            if error.code == ErrorCode.REGISTRY_WARMING_UP.value and self._knows(model):
+                return self._from_cached_routes(model, body.exclude)
+            raise error
         return DispatchResponse.model_validate_json(response.content)
 
     async def models(self) -> list[ModelInfo]:
@@ -67,9 +70,15 @@ class Router:
         try:
             response = await self._client.get(f"{self._url}/routes", timeout=5.0)
             response.raise_for_status()
-            self._routes = RouteTable.model_validate_json(response.content)
+            table = RouteTable.model_validate_json(response.content)
         except httpx.HTTPError as exc:
             logger.debug("could not refresh routes: %s", exc)
+            return
+        if not table.complete:
+            # A restarted controller has not heard from every worker yet: keep what it lacks.
+            known = {route.model for route in table.routes}
+            table.routes += [route for route in self._routes.routes if route.model not in known]
+        self._routes = table
 
     async def keep_routes_fresh(self, interval: float) -> None:
         """Refresh the route table forever, so a controller outage finds it recent."""
@@ -95,6 +104,9 @@ class Router:
         # The cached routes must not hand this worker out again while the controller is away.
         for route in self._routes.routes:
             route.workers = [w for w in route.workers if w.worker_id != worker_id]
+
+    def _knows(self, model: str) -> bool:
+        return any(route.model == model and route.workers for route in self._routes.routes)
 
     def _from_cached_routes(self, model: str, exclude: list[str]) -> DispatchResponse:
         for route in self._routes.routes:

@@ -114,6 +114,9 @@ class Route(BaseModel):
 
 class RouteTable(BaseModel):
     routes: list[Route]
+    complete: bool = Field(
+        default=True, description="False while a freshly started controller is still hearing from its workers"
+    )
 
 
 # --- gateway <-> worker ----------------------------------------------------------------------
