@@ -32,7 +32,7 @@ TOKEN = "netns-test-token"
 BODY = {
     "model": MODEL,
     "messages": [{"role": "user", "content": "讲一个故事 about the sea"}],
-    "max_tokens": 120,
+    "max_tokens": 300,
     "ignore_eos": True,
     "temperature": 0,
     "stream": True,
@@ -169,10 +169,13 @@ def _report(scenario: str, result: LoadResult, **figures: float) -> None:
 
 
 def _busy_worker(hosts: Hosts) -> str:
-    """The worker host with the most requests running right now."""
-    workers = sorted(hosts.workers(), key=lambda w: -int(w["num_running"]))  # type: ignore[call-overload]
-    address = str(workers[0]["address"])
-    return next(h for h in hosts.worker_hosts if hosts.bed.hosts[h] in address)
+    """A worker host that is streaming right now, so the fault breaks streams mid-way."""
+    for _ in range(50):
+        busy = [w for w in hosts.workers() if int(w["num_running"]) > 0]  # type: ignore[call-overload]
+        if busy:
+            return next(h for h in hosts.worker_hosts if hosts.bed.hosts[h] in str(busy[0]["address"]))
+        time.sleep(0.05)
+    raise AssertionError("no worker reported running requests under load")
 
 
 def _resumes(hosts: Hosts) -> int:
@@ -203,8 +206,10 @@ def test_worker_fault_under_load_loses_no_request(hosts: Hosts, fault: str) -> N
         struck["eviction"] = _evicted_within(hosts, struck["at"], 3 * INTERVAL + STALL)
 
     result = _under_load(hosts.gateway_url, strike, reference)
-    _report(fault, result, eviction_s=round(struck["eviction"], 2), resumed=_resumes(hosts))
+    resumed = _resumes(hosts)
+    _report(fault, result, eviction_s=round(struck["eviction"], 2), resumed=resumed)
     assert result.failed == [], (result.failed, _logs(hosts.bed))
+    assert resumed >= 1, "the fault should have broken at least one stream mid-way"
     assert result.completed >= 8
     assert struck["eviction"] <= 3 * INTERVAL + STALL
 

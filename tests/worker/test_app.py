@@ -171,3 +171,8 @@ async def test_quiet_engine_streams_keepalives(
     assert chunks[0].keepalive
     data = [c for c in chunks if not c.keepalive]
     assert "".join(c.text for c in data) == "hi" and data[-1].finish_reason == "stop"
+
+
+async def test_stats_expose_engine_counters(client: httpx.AsyncClient) -> None:
+    stats = (await client.get("/stats")).json()
+    assert stats["num_running"] == 0 and "extra" in stats

@@ -5,6 +5,7 @@ State lives on `app.state.worker` (a WorkerRuntime); nothing is bound at import 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -238,6 +239,12 @@ def register_routes(app: FastAPI) -> None:
     async def status(request: Request) -> WorkerStatus:
         runtime: WorkerRuntime = request.app.state.worker
         return runtime.status()
+
+    @app.get("/stats")
+    async def engine_stats(request: Request) -> dict[str, object]:
+        """The engine's own counters (KV blocks, cache hits...) for operators and soak tests."""
+        runtime: WorkerRuntime = request.app.state.worker
+        return dataclasses.asdict(runtime.engine.stats())
 
     @app.get("/health")
     async def health() -> dict[str, str]:
