@@ -24,7 +24,7 @@ TOKEN = "s3cret"
 
 @pytest.fixture
 def app(clock: FakeClock) -> FastAPI:
-    return create_app(ControllerConfig(), TOKEN, clock=clock)
+    return create_app(ControllerConfig(startup_grace=0), TOKEN, clock=clock)
 
 
 def _client(app: FastAPI, *, token: str | None = TOKEN, peer: str = "10.0.0.7") -> httpx.AsyncClient:
@@ -230,3 +230,15 @@ async def test_reported_worker_that_fails_its_probe_is_evicted_at_once(
         assert (await http.post("/report_failure", json={"worker_id": "nobody", "error": "x"})).json() == {
             "evicted": False
         }
+
+
+async def test_fresh_controller_says_warming_up_rather_than_404(clock: FakeClock) -> None:
+    app = create_app(ControllerConfig(startup_grace=5), TOKEN, clock=clock)
+    async with _client(app) as http:
+        early = await http.post("/dispatch", json={"model": "chat"})
+        assert early.status_code == 503
+        assert early.json()["error"]["code"] == "registry_warming_up"
+        assert (await http.get("/routes")).json()["complete"] is False
+        clock.advance(6)
+        assert (await http.post("/dispatch", json={"model": "chat"})).status_code == 404
+        assert (await http.get("/routes")).json()["complete"] is True
