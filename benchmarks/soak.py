@@ -36,7 +36,9 @@ def kv_free(port: int) -> float:
     return float(stats["extra"].get("kv_blocks_free", -1))
 
 
-def client_loop(url: str, model: str, stop: threading.Event, outcomes: Counter[str], lock: threading.Lock) -> None:
+def client_loop(
+    url: str, model: str, stop: threading.Event, outcomes: Counter[str], lock: threading.Lock, errors: list[str]
+) -> None:
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "Tell me about the sea."}],
@@ -49,12 +51,18 @@ def client_loop(url: str, model: str, stop: threading.Event, outcomes: Counter[s
                 with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
                     if response.status_code != 200:
                         outcome = str(response.status_code)
+                        if outcome != "429" and len(errors) < 20:
+                            errors.append(f"{outcome}: {response.read().decode(errors='replace')[:300]}")
                     else:
                         lines = [line for line in response.iter_lines() if line]
                         ok = lines[-1] == "data: [DONE]" and not any('"error"' in line for line in lines)
                         outcome = "completed" if ok else "broken"
+                        if not ok and len(errors) < 20:
+                            errors.append(f"broken: {lines[-2:]}")
             except httpx.HTTPError as exc:
                 outcome = type(exc).__name__
+                if len(errors) < 20:
+                    errors.append(f"{outcome}: {exc}")
             with lock:
                 outcomes[outcome] += 1
             if outcome == "429":
@@ -94,9 +102,10 @@ def soak(cluster: Cluster, model: str, clients: int, seconds: float) -> dict[str
     ports = {name: service.port for name, service in workers.items()}  # type: ignore[attr-defined]
     kv_start = {name: kv_free(port) for name, port in ports.items()}
     outcomes: Counter[str] = Counter()
+    errors: list[str] = []
     stop, lock = threading.Event(), threading.Lock()
     threads = [
-        threading.Thread(target=client_loop, args=(cluster.gateway_url, model, stop, outcomes, lock))
+        threading.Thread(target=client_loop, args=(cluster.gateway_url, model, stop, outcomes, lock, errors))
         for _ in range(clients)
     ]
     for thread in threads:
@@ -121,6 +130,7 @@ def soak(cluster: Cluster, model: str, clients: int, seconds: float) -> dict[str
         "clients": clients,
         "seconds": seconds,
         "outcomes": dict(outcomes),
+        "first_errors": errors,
         "rss_mib_after_warm_up": rss_warm,
         "rss_mib_at_end": rss_end,
         "rss_growth_percent": growth,

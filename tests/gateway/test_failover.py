@@ -105,3 +105,11 @@ async def test_attempts_are_bounded() -> None:
 async def test_unknown_model_is_not_retried() -> None:
     with pytest.raises(ModelNotFoundError):
         await with_failover(FakeRouter(1), "other", failing({}), 3)  # type: ignore[arg-type]
+
+
+async def test_mixed_saturated_and_failed_workers_is_still_429() -> None:
+    router = FakeRouter(2)
+    errors: dict[str, TokenyardError] = {"w0": WorkerError("gone"), "w1": OverloadedError("full", retry_after=3)}
+    with pytest.raises(OverloadedError) as caught:
+        await with_failover(router, "m", failing(errors), 5)  # type: ignore[arg-type]
+    assert caught.value.retry_after == 3

@@ -29,7 +29,8 @@ def _is_retryable(error: TokenyardError) -> bool:
 def _final_error(failures: list[TokenyardError], model: str) -> TokenyardError:
     """What the client hears once no untried worker is left."""
     saturated = [f for f in failures if f.status_code == 429]
-    if saturated and len(saturated) == len(failures):
+    if saturated:
+        # Capacity exists but is busy: the client should come back, not conclude the model is gone.
         waits = [f.retry_after for f in saturated if f.retry_after is not None]
         return OverloadedError(
             f"Every worker serving `{model}` is at capacity; retry shortly.",
