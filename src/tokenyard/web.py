@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from types import FrameType
+from typing import Any
 
 import anyio
 import uvicorn
@@ -42,21 +43,40 @@ def openai_error(status: int, message: str, *, param: str | None = None, code: s
     return JSONResponse(body, status_code=status)
 
 
+def _is_union_tag(part: str) -> bool:
+    """Pydantic names the union member it tried in `loc` ('str', 'list[int]', 'TextContentPart');
+    those are types, not parameters, so they stay out of the `param` a client sees."""
+    return "[" in part or part in {"str", "int", "float", "bool", "none", "dict", "list"} or part[:1].isupper()
+
+
+def _param_path(loc: tuple[int | str, ...]) -> list[str]:
+    return [str(part) for part in loc if part != "body" and not (isinstance(part, str) and _is_union_tag(part))]
+
+
+def _most_specific(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of the first field's errors, the deepest: for a union such as `content: str | list[part]`
+    that is the member the client evidently meant (a list whose part is wrong), not 'not a string'."""
+    field = _param_path(errors[0].get("loc", ()))[:1]
+    same_field = [e for e in errors if _param_path(e.get("loc", ()))[:1] == field]
+    return max(same_field, key=lambda e: len(_param_path(e.get("loc", ()))))
+
+
 def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
     """One readable sentence and the offending parameter's dotted path, from pydantic's error list."""
-    errors = exc.errors()
+    errors = list(exc.errors())
     if not errors:
         return "Invalid request body.", None
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    first = _most_specific(errors)
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request: it is not valid JSON.", None
-    param = ".".join(loc) or None
+    param = ".".join(_param_path(first.get("loc", ()))) or None
     if first.get("type") == "extra_forbidden":
         return f"Unrecognized request argument supplied: {param}", param
     if first.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param
     message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "value_error" and "error" in first.get("ctx", {}):
+        message = str(first["ctx"]["error"])  # our validator's own words, without "Value error, "
     if param is None:
         return f"Invalid request body: {message}.", None
     return f"Invalid value for '{param}': {message}.", param

@@ -51,3 +51,34 @@ async def test_json_body_is_read_whatever_the_content_type() -> None:
         )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "messages"
+
+
+async def test_openapi_documents_only_statuses_the_gateway_sends() -> None:
+    async with client() as http:
+        schema = (await http.get("/openapi.json")).json()
+    responses = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    # Validation failures are OpenAI-shaped 400s, never FastAPI's 422.
+    assert "422" not in responses
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert {"502", "503", "504"} <= set(responses)
+    assert responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert "Retry-After" in responses["429"]["headers"]
+    assert "text/event-stream" in responses["200"]["content"]
+    assert "text/event-stream" not in schema["paths"]["/v1/embeddings"]["post"]["responses"]["200"]["content"]
+
+
+async def test_invalid_unicode_is_a_400_naming_the_field() -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    async with client() as http:
+        response = await http.post("/v1/chat/completions", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages.0.content"
+    assert "Unicode" in response.json()["error"]["message"]
+
+
+async def test_union_member_names_stay_out_of_param() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "text": "x"}]}]}
+    async with client() as http:
+        response = await http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages.0.content.0.type"

@@ -63,3 +63,37 @@ def test_completion_defaults_to_sixteen_tokens_like_openai() -> None:
 @pytest.mark.parametrize("value", ["text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])
 def test_embedding_input_forms(value: object) -> None:
     assert EmbeddingRequest.model_validate({"model": "m", "input": value}).input == value
+
+
+@pytest.mark.parametrize(
+    "fields", [{"max_tokens": True}, {"max_tokens": "5"}, {"stream": 1}, {"temperature": "0.5"}, {"n": 1.5}]
+)
+def test_values_are_not_coerced_across_json_types(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        chat(**fields)
+
+
+def test_integral_numbers_are_integers_as_in_json_schema() -> None:
+    request = chat(max_tokens=16.0, n=2.0, temperature=0)
+    assert (request.max_tokens, request.n, request.temperature) == (16, 2, 0.0)
+
+
+def test_token_ids_refuse_booleans() -> None:
+    with pytest.raises(ValidationError):
+        EmbeddingRequest.model_validate({"model": "m", "input": [True, False]})
+
+
+def test_seed_is_bounded_like_openai() -> None:
+    assert chat(seed=-(2**63)).seed == -(2**63)
+    with pytest.raises(ValidationError):
+        chat(seed=2**63)
+
+
+@pytest.mark.parametrize("fields", [{"user": "\ud800"}, {"stop": ["ok", "\udfff"]}, {"logit_bias": {"\ud800": 1.0}}])
+def test_unpaired_surrogates_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="Unicode"):
+        chat(**fields)
+
+
+def test_valid_astral_characters_pass() -> None:
+    assert chat(user="😀").user == "😀"

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from tokenyard import __version__
 from tokenyard.config import GatewayConfig
 from tokenyard.gateway.generation import GenerationService
+from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
@@ -25,36 +26,28 @@ from tokenyard.protocol.openai import (
     CompletionResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    ErrorResponse,
     ModelCard,
     ModelCardList,
 )
 from tokenyard.web import AssumeJSONBodyMiddleware, cluster_headers, install_error_handlers
 
 ROUTE_REFRESH_SECONDS = 2.0  # how stale the routes kept for a controller outage may be
-
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429, 502, 503)
-}
-
-
-def documented(success: type) -> dict[int | str, dict[str, object]]:
-    """Responses for /openapi.json: the success body and OpenAI's errors."""
-    return {200: {"model": success}, **ERROR_RESPONSES}
+# Listing models reaches no worker, and serves the last known list when the controller is away.
+MODELS_ERRORS = (401, 403, 429)
 
 
 def register_routes(app: FastAPI) -> None:
-    @app.get("/v1/models", response_model=ModelCardList)
+    @app.get("/v1/models", response_model=ModelCardList, responses=error_responses(MODELS_ERRORS))
     async def list_models(request: Request) -> ModelCardList:
         models = await request.app.state.router.models()
         return ModelCardList(data=[ModelCard(id=m.name) for m in models])
 
-    @app.post("/v1/chat/completions", response_model=None, responses=documented(ChatCompletionResponse))
+    @app.post("/v1/chat/completions", response_model=None, responses=documented(ChatCompletionResponse, streams=True))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         serving: ChatServing = request.app.state.chat
         return await serving.create(body, request)
 
-    @app.post("/v1/completions", response_model=None, responses=documented(CompletionResponse))
+    @app.post("/v1/completions", response_model=None, responses=documented(CompletionResponse, streams=True))
     async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         serving: CompletionServing = request.app.state.completion
         return await serving.create(body, request)
@@ -97,5 +90,6 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
     app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     register_routes(app)
+    drop_validation_error_schemas(app)
     app.add_middleware(AssumeJSONBodyMiddleware)
     return app

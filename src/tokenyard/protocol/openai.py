@@ -1,35 +1,73 @@
 """Pydantic schemas of OpenAI's HTTP API as tokenyard serves it: requests, responses, stream chunks.
 
-Requests forbid unknown fields, as OpenAI does ("Unrecognized request argument supplied"). Fields
-OpenAI defines that tokenyard does not honour yet are accepted only at their neutral value; any
-other value is refused with a 400 naming the field (see `unsupported_fields`), never dropped.
+Requests forbid unknown fields, as OpenAI does ("Unrecognized request argument supplied"), and are
+validated strictly, as OpenAI does ("expected an integer, but got a string"): pydantic's lax mode
+would read `true` as the token id 1 and `"5"` as a count, turning a client's bug into a silent
+guess. Fields OpenAI defines that tokenyard does not honour yet are accepted only at their neutral
+value; any other value is refused with a 400 naming the field (see `unsupported_fields`), never
+dropped.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 SYSTEM_FINGERPRINT = "fp_tokenyard"
 
 
+# JSON may escape a lone surrogate ("\ud800"), which decodes to a str that no UTF-8 encoder
+# accepts; a decoded valid pair is one code point, so any surrogate left is unpaired.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return not value.isascii() and _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: object) -> object:
+        """Refuse text that cannot be encoded, here as a 400, not later as a 500 (or a worker's
+        error) when it is tokenized or forwarded as JSON."""
+        if _has_lone_surrogate(value):
+            raise ValueError("the text is not valid Unicode: it contains an unpaired surrogate")
+        return value
+
+
+def _integral_float_as_int(value: object) -> object:
+    """JSON has one number type: `16.0` is an integer to JSON Schema (and to our published schema),
+    so it is read as 16; `16.5`, `"16"` and `true` still fail strict validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral_float_as_int)]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # OpenAI's bounds for `seed`
 
 
 # --- chat -------------------------------------------------------------------------------------
 
 
-class TextContentPart(BaseModel):
+class TextContentPart(_Request):
     type: Literal["text"]
     text: str
 
 
-class ChatMessageParam(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChatMessageParam(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextContentPart] | None = None
     name: str | None = None
@@ -53,24 +91,24 @@ class SamplingFields(_Request):
     """Sampling fields shared by chat and text completions (OpenAI's, then vLLM's extensions)."""
 
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int = Field(default=1, ge=1, le=128)
+    n: Int = Field(default=1, ge=1, le=128)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
-    top_k: int | None = Field(default=None, ge=-1)
+    top_k: Int | None = Field(default=None, ge=-1)
     min_p: float | None = Field(default=None, ge=0, le=1)
     repetition_penalty: float | None = Field(default=None, gt=0)
-    min_tokens: int | None = Field(default=None, ge=0)
+    min_tokens: Int | None = Field(default=None, ge=0)
     ignore_eos: bool = False
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[Int] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -87,9 +125,9 @@ class SamplingFields(_Request):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessageParam] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: Int | None = Field(default=None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -100,12 +138,12 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(default=16, ge=1)
+    prompt: str | list[str] | list[Int] | list[list[Int]]
+    max_tokens: Int | None = Field(default=16, ge=1)
     echo: bool = False
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    logprobs: Int | None = Field(default=None, ge=0, le=5)
     suffix: str | None = None
-    best_of: int | None = Field(default=None, ge=1)
+    best_of: Int | None = Field(default=None, ge=1)
 
 
 EncodingFormat = Literal["float", "base64"]
@@ -113,9 +151,9 @@ EncodingFormat = Literal["float", "base64"]
 
 class EmbeddingRequest(_Request):
     model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[Int] | list[list[Int]]
     encoding_format: EncodingFormat = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Int | None = Field(default=None, ge=1)
     user: str | None = None
 
 
