@@ -15,6 +15,7 @@ import click
 import httpx
 
 from tokenyard import __version__
+from tokenyard.bench.command import bench as bench_command
 from tokenyard.config import Settings, load_settings
 from tokenyard.errors import ConfigError, ModelLoadError
 from tokenyard.protocol.internal import DispatchPolicy, WorkerList
@@ -110,6 +111,7 @@ def controller(config_file: str | None, host: str | None, port: int | None, disp
 @click.option("--batch-wait-timeout", type=click.FloatRange(min=0), help="Seconds.")
 @click.option("--context-length", type=click.IntRange(min=16))
 @click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True))
+@click.option("--kv-cache-memory", type=click.FloatRange(0, min_open=True), help="GiB for the KV cache.")
 @click.option("--heartbeat-interval", type=click.FloatRange(0, min_open=True), help="Seconds.  [default: 2]")
 def worker(config_file: str | None, model_names: tuple[str, ...], controller_url: str | None, **flags: Any) -> None:
     """Run one model worker that registers with the controller."""
@@ -174,6 +176,10 @@ def status(config_file: str | None, controller_url: str | None, output_format: s
             f"{row['id']:<24} {row['address']:<28} {models:<26} {row['state']:<10} "
             f"{row['queue_length']:>5}  {row['reason']}"
         )
+
+
+# Defined in its own package (flags, load generator, report); registered here as one more subcommand.
+cli.add_command(bench_command, name="bench")
 
 
 def main() -> None:

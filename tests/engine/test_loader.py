@@ -9,9 +9,9 @@ import torch
 
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.embedding import SimpleEmbeddingEngine
+from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.loader import cpu_has_native_bfloat16, load_engine, pick_device, pick_dtype
 from tokenyard.engine.models import ResolvedModel
-from tokenyard.engine.simple import SimpleGenerationEngine
 from tokenyard.errors import ModelLoadError
 from tokenyard.protocol.internal import ModelKind
 
@@ -22,7 +22,7 @@ def test_engine_is_picked_by_kind(tiny_chat_model_dir: Path, tiny_embedding_mode
     config = WorkerConfig(device="cpu", dtype="float32", max_batch_size=3)
     chat = load_engine(ResolvedModel("chat", tiny_chat_model_dir, ModelKind.GENERATE), config)
     embed = load_engine(ResolvedModel("embed", tiny_embedding_model_dir, ModelKind.EMBED), config)
-    assert isinstance(chat, SimpleGenerationEngine)
+    assert isinstance(chat, BatchingGenerationEngine)
     assert chat.context_length == 2048
     assert isinstance(embed, SimpleEmbeddingEngine)
 
@@ -35,10 +35,15 @@ def test_context_length_flag_overrides_but_cannot_exceed_the_model(tiny_chat_mod
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
-def test_quantization_is_refused_rather_than_ignored(tiny_chat_model_dir: Path, quantization: str) -> None:
-    model = ResolvedModel("chat", tiny_chat_model_dir, ModelKind.GENERATE)
-    with pytest.raises(ModelLoadError, match=f"--quantization {quantization} is not supported"):
-        load_engine(model, WorkerConfig(quantization=quantization))  # type: ignore[arg-type]
+def test_quantization_loads_for_chat_and_is_refused_for_embeddings(
+    tiny_chat_model_dir: Path, tiny_embedding_model_dir: Path, quantization: str
+) -> None:
+    chat = ResolvedModel("chat", tiny_chat_model_dir, ModelKind.GENERATE)
+    config = WorkerConfig(device="cpu", quantization=quantization, kv_cache_memory=0.01)  # type: ignore[arg-type]
+    assert isinstance(load_engine(chat, config), BatchingGenerationEngine)
+    embed = ResolvedModel("embed", tiny_embedding_model_dir, ModelKind.EMBED)
+    with pytest.raises(ModelLoadError, match=f"--quantization {quantization} is not supported for embedding"):
+        load_engine(embed, config)
 
 
 def test_unloadable_folder_is_a_one_line_error(tmp_path: Path) -> None:

@@ -76,3 +76,10 @@ def test_bfloat16_logits_give_float32_probabilities() -> None:
     assert probs.dtype == torch.float32
     assert probs.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert int((probs > 0).sum()) <= 50
+
+
+def test_top_p_too_small_for_float32_keeps_the_top_token() -> None:
+    # 5e-324 is 0 in float32; the nucleus must still hold the most likely token, not nothing.
+    probs = torch.softmax(torch.tensor([[1.0, 3.0, 2.0]]), dim=-1)
+    filtered = apply_top_p(probs, 5e-324)
+    assert filtered.tolist() == [[0.0, 1.0, 0.0]]

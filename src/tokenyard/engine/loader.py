@@ -1,7 +1,9 @@
 """Build the engine a worker runs: pick device, dtype and engine class for a resolved model.
 
 This is where the process-wide torch settings are made (thread count) and where the `--device`,
-`--dtype` and `--quantization` flags turn into concrete choices. Any failure leaves as a
+`--dtype` and `--quantization` flags turn into concrete choices. Generative models run on the
+continuous-batching engine (`engine.factory`): llama-family models on the engine's own model code,
+other architectures through its batched transformers fallback. Any failure leaves as a
 `ModelLoadError` with a one-line message.
 """
 
@@ -15,8 +17,8 @@ import torch
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import EmbeddingEngine, GenerationEngine
 from tokenyard.engine.embedding import SimpleEmbeddingEngine
+from tokenyard.engine.factory import build_engine
 from tokenyard.engine.models import ResolvedModel
-from tokenyard.engine.simple import SimpleGenerationEngine
 from tokenyard.errors import ModelLoadError
 from tokenyard.protocol.internal import ModelKind
 
@@ -25,24 +27,23 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngine | EmbeddingEngine:
     """Load the model at `resolved.path` into the engine for its kind (not started yet)."""
-    if config.quantization != "none":
-        raise ModelLoadError(f"--quantization {config.quantization} is not supported by this engine yet; use none")
+    if config.quantization != "none" and resolved.kind is ModelKind.EMBED:
+        raise ModelLoadError(f"--quantization {config.quantization} is not supported for embedding models; use none")
     configure_torch_threads()
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device, resolved.kind)
     try:
         if resolved.kind is ModelKind.EMBED:
             return SimpleEmbeddingEngine.load(
-                resolved.path, device=device, dtype=dtype, context_length=config.context_length
+                resolved.path,
+                device=device,
+                dtype=dtype,
+                context_length=config.context_length,
+                max_batch_size=config.max_batch_size,
+                batch_wait_timeout=config.batch_wait_timeout,
+                cache_size=config.embedding_cache_size,
             )
-        return SimpleGenerationEngine.load(
-            resolved.path,
-            device=device,
-            dtype=dtype,
-            max_batch_size=config.max_batch_size,
-            max_queue_length=config.max_queue_length,
-            context_length=config.context_length,
-        )
+        return build_engine(resolved.path, config, device=device, dtype=dtype)
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises many types for unreadable or unsupported folders

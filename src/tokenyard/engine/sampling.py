@@ -3,14 +3,31 @@
 `logits_to_probs` applies temperature, top-k and top-p; `sample_next_token` picks greedily at
 temperature 0 and otherwise draws from the probabilities with the request's own `torch.Generator`,
 so a seeded request gives the same tokens whatever else the engine is running. The functions take
-logits of shape [..., vocab] and scalar parameters, so a batching engine can call them per row.
+logits of shape [..., vocab] and scalar parameters. `sample_batch` is the batching engine's entry:
+one argmax for a batch of plain greedy requests (no per-row Python), otherwise per row penalties,
+logit bias, min_tokens, temperature/top-k/top-p/min-p and a draw from the row's own generator.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection, Sequence
+from typing import Protocol
 
 import torch
+
+from tokenyard.engine.base import SamplingParams, TokenLogprob
+
+
+class SequenceLike(Protocol):
+    """What batched sampling reads from a request (engine.sequence.Sequence satisfies it)."""
+
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+
+    @property
+    def eos_token_ids(self) -> Collection[int]: ...
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -36,7 +53,10 @@ def apply_top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
         return probs
     sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
-    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)  # the top token always stays
+    # The most likely token always stays, even when top_p underflows to 0 in float32.
+    drop = mass_before >= top_p
+    drop[..., 0] = False
+    sorted_probs = sorted_probs.masked_fill(drop, 0.0)
     filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return filtered / filtered.sum(dim=-1, keepdim=True)
 
@@ -62,3 +82,92 @@ def sample_next_token(
         return int(torch.argmax(logits, dim=-1).item())
     probs = logits_to_probs(logits, temperature, top_k, top_p)
     return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
+
+
+# --- batched sampling for the continuous-batching engine ----------------------------------------
+
+
+def apply_min_p(probs: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Drop tokens less likely than `min_p` times the most likely one, renormalised."""
+    # probs: [..., V]
+    if min_p <= 0:
+        return probs
+    floor = probs.amax(dim=-1, keepdim=True) * min_p  # [..., 1]
+    kept = probs.masked_fill(probs < floor, 0.0)
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def apply_penalties(
+    logits: torch.Tensor,
+    prompt_ids: Sequence[int],
+    output_ids: Sequence[int],
+    *,
+    presence: float,
+    frequency: float,
+    repetition: float,
+) -> torch.Tensor:
+    """OpenAI's presence/frequency penalties (on output tokens) and the CTRL repetition penalty (on all)."""
+    # logits: [V] -> [V]
+    logits = logits.clone()
+    if repetition != 1.0:
+        seen = torch.tensor(sorted(set(prompt_ids) | set(output_ids)), dtype=torch.long, device=logits.device)
+        picked = logits[seen]
+        logits[seen] = torch.where(picked > 0, picked / repetition, picked * repetition)
+    if (presence or frequency) and output_ids:
+        ids = torch.tensor(list(output_ids), dtype=torch.long, device=logits.device)
+        counts = torch.bincount(ids, minlength=logits.shape[-1]).to(logits.dtype)  # [V]
+        logits -= frequency * counts + presence * (counts > 0).to(logits.dtype)
+    return logits
+
+
+def process_logits(logits: torch.Tensor, seq: SequenceLike) -> torch.Tensor:
+    """One row's penalties, logit bias and min_tokens masking, in that order."""
+    # logits: [V] -> [V]
+    params = seq.params
+    logits = apply_penalties(
+        logits,
+        seq.prompt_token_ids,
+        seq.output_token_ids,
+        presence=params.presence_penalty,
+        frequency=params.frequency_penalty,
+        repetition=params.repetition_penalty,
+    )
+    for token, bias in params.logit_bias:
+        if 0 <= token < logits.shape[-1]:
+            logits[token] += bias
+    if len(seq.output_token_ids) < params.min_tokens:
+        banned = set(params.stop_token_ids) | (set() if params.ignore_eos else set(seq.eos_token_ids))
+        for token in banned:
+            logits[token] = float("-inf")
+    return logits
+
+
+def top_logprobs(logits: torch.Tensor, token: int, k: int) -> TokenLogprob:
+    """The chosen token's log-probability under the model and the `k` most likely alternatives."""
+    # logits: [V]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    top = torch.topk(logprobs, k) if k > 0 else None
+    alternatives = tuple(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top is not None else ()
+    return TokenLogprob(token_id=token, logprob=float(logprobs[token]), top=alternatives)
+
+
+def sample_batch(
+    logits: torch.Tensor, seqs: Sequence[SequenceLike], generators: Sequence[torch.Generator]
+) -> tuple[list[int], list[TokenLogprob | None]]:
+    """One token per row, each with its own parameters and random generator; logprobs where asked."""
+    # logits: [N, V], float32
+    params = [seq.params for seq in seqs]
+    if all(p.is_greedy and not p.needs_logit_processing and p.logprobs is None for p in params):
+        return logits.argmax(dim=-1).tolist(), [None] * len(seqs)  # the common case: one op, one sync
+    tokens, logprobs = [], []
+    for row, seq, generator in zip(logits, seqs, generators, strict=True):
+        p = seq.params
+        processed = process_logits(row, seq) if p.needs_logit_processing else row
+        if p.is_greedy:
+            token = int(processed.argmax())
+        else:
+            probs = apply_min_p(logits_to_probs(processed, p.temperature, p.top_k, p.top_p), p.min_p)
+            token = int(torch.multinomial(probs, num_samples=1, generator=generator))
+        tokens.append(token)
+        logprobs.append(top_logprobs(row, token, p.logprobs) if p.logprobs is not None else None)
+    return tokens, logprobs

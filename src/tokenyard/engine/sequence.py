@@ -3,7 +3,8 @@
 After nano-vllm's `Sequence`: plain state plus the rules for when a request is done. An engine samples
 a token, calls `append_token`, and streams the `GenerationOutput` it gets back. The stopping rules (EOS
 unless `ignore_eos`, stop token ids, stop strings, `max_tokens`, the context length) live here once, so
-the simple engine and a later batching engine stop requests identically. No torch, no threads.
+every engine stops requests identically. The batching engine's scheduler also keeps its bookkeeping
+here: how many of the tokens have KV computed, and which cache blocks hold them. No torch, no threads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from collections.abc import Sequence as Seq
 
-from tokenyard.engine.base import GenerationOutput, SamplingParams
+from tokenyard.engine.base import GenerationOutput, SamplingParams, TokenLogprob
 from tokenyard.engine.detokenizer import Decode, IncrementalDetokenizer, StopStringMatcher
 from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
 from tokenyard.protocol.internal import FinishReason
@@ -54,12 +55,34 @@ class Sequence:
         self._context_length = context_length
         self._detokenizer = IncrementalDetokenizer(decode, self.prompt_token_ids)
         self._stop_matcher = StopStringMatcher(params.stop)
+        # Scheduler bookkeeping: KV exists for all_token_ids[:num_computed_tokens], in block_table's blocks.
+        self.num_computed_tokens = 0
+        self.num_cached_tokens = 0  # of those, how many came from the prefix cache
+        self.block_table: list[int] = []
+        self.num_hashed_blocks = 0  # leading blocks of block_table whose prefix hash is final
+        self.arrival_time = 0.0
 
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
 
-    def append_token(self, token: int) -> GenerationOutput:
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def eos_token_ids(self) -> Collection[int]:
+        return self._eos_token_ids
+
+    def token_at(self, index: int) -> int:
+        prompt = len(self.prompt_token_ids)
+        return self.prompt_token_ids[index] if index < prompt else self.output_token_ids[index - prompt]
+
+    def append_token(self, token: int, logprob: TokenLogprob | None = None) -> GenerationOutput:
         """Record one sampled token; return the text it makes safe to stream and, if done, why."""
         self.output_token_ids.append(token)
         self.finish_reason, text = self._advance(token)
@@ -69,11 +92,15 @@ class Sequence:
             num_prompt_tokens=len(self.prompt_token_ids),
             num_output_tokens=len(self.output_token_ids),
             finish_reason=self.finish_reason,
+            token_ids=[token],
+            logprobs=[logprob] if logprob is not None else None,
         )
 
     def _advance(self, token: int) -> tuple[FinishReason | None, str]:
         params, matcher = self.params, self._stop_matcher
-        if token in params.stop_token_ids or (token in self._eos_token_ids and not params.ignore_eos):
+        may_stop = len(self.output_token_ids) > params.min_tokens  # the sampler masks them before that, too
+        stops = token in params.stop_token_ids or (token in self._eos_token_ids and not params.ignore_eos)
+        if may_stop and stops:
             return "stop", self._drain()  # the stopping token itself is not part of the text
         text = matcher.feed(self._detokenizer.add([token]))
         if matcher.stopped:

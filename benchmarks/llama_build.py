@@ -1,0 +1,85 @@
+"""Build llama.cpp's `llama-server` from the llama-cpp-python sdist, once, into a cache folder.
+
+No llama.cpp code lives in this repository: the sdist (which vendors llama.cpp) is fetched with pip's
+ordinary client, unpacked and compiled with the flags docs/benchmarks.md lists. Later runs find the
+binary in the cache and skip all of it. Run alone to build ahead of a benchmark:
+
+    .venv/bin/python benchmarks/llama_build.py [--cache .cache/llama-server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "llama-server"
+
+# Network features off: this machine reaches only package registries, and LLAMA_USE_PREBUILT_UI (on by
+# default) would try to download a web UI at configure time.
+CMAKE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=ON",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    # Static: the binary is moved out of the temporary build folder, where shared libraries would stay.
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+]
+
+
+def binary_path(cache: Path) -> Path:
+    """Where the finished binary lives; its presence means the build is done."""
+    return cache / "bin" / "llama-server"
+
+
+def _download_sdist(dest: Path) -> Path:
+    # `--no-binary llama-cpp-python`, not `:all:`: pip reads the sdist's metadata in a build environment,
+    # and `:all:` would compile every build tool (scikit-build-core, hatchling...) from source first.
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+    subprocess.run([*pip, "--no-binary", "llama-cpp-python", "--dest", str(dest), "llama-cpp-python"], check=True)
+    return next(dest.glob("llama_cpp_python-*.tar.gz"))
+
+
+def _unpack(sdist: Path, dest: Path) -> Path:
+    with tarfile.open(sdist) as tar:
+        tar.extractall(dest, filter="data")
+    return next(p for p in dest.iterdir() if p.is_dir()) / "vendor" / "llama.cpp"
+
+
+def build(cache: Path = DEFAULT_CACHE, jobs: int = 2) -> Path:
+    """Return the path of a built `llama-server`, building it first if the cache lacks one (~4 min on 2 cores)."""
+    target = binary_path(cache)
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as work:
+        source = _unpack(_download_sdist(Path(work)), Path(work))
+        build_dir = Path(work) / "build"
+        subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *CMAKE_FLAGS], check=True)
+        subprocess.run(["cmake", "--build", str(build_dir), "--target", "llama-server", f"-j{jobs}"], check=True)
+        if (source / "LICENSE").exists():
+            shutil.copy(source / "LICENSE", cache / "LICENSE")
+        (build_dir / "bin").rename(cache / "bin.tmp")
+    # Renamed into place last so an interrupted build never looks finished.
+    (cache / "bin.tmp").rename(cache / "bin")
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="Cache folder (default: %(default)s).")
+    parser.add_argument("--jobs", type=int, default=2, help="Parallel compile jobs (default: %(default)s).")
+    args = parser.parse_args()
+    print(build(args.cache, args.jobs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The continuous-batching engine: `step()` = schedule, run, sample, update; a thread; an asyncio client.
+
+After nano-vllm's `LLMEngine`. One thread owns the model and loops over `step()`; the asyncio side
+(`BatchingGenerationEngine.generate`) submits a `Sequence` to the scheduler under a lock and reads
+its outputs from a per-request queue filled with `loop.call_soon_threadsafe`. The scheduler is only
+touched under the lock, and the model only by the thread, outside it, so submitting, aborting and
+`stats()` never wait for a forward pass. A request aborted while its step runs is removed right
+after that step (its blocks may be in use by the running forward).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+import torch
+
+from tokenyard.engine.base import EngineStats, GenerationOutput, PromptTokenizer, SamplingParams, TokenLogprob
+from tokenyard.engine.model_runner import ModelRunner
+from tokenyard.engine.sampling import make_generator, sample_batch
+from tokenyard.engine.scheduler import Scheduler, SchedulerPlan
+from tokenyard.engine.sequence import Sequence, validate_request
+from tokenyard.engine.tokenizer import HFPromptTokenizer
+from tokenyard.errors import InvalidRequestError, TokenyardError, WorkerError
+
+logger = logging.getLogger(__name__)
+_EMA_WEIGHT = 0.2
+_Item = GenerationOutput | TokenyardError | None  # None: the request was aborted
+
+
+@dataclass
+class _Request:
+    sequence: Sequence
+    loop: asyncio.AbstractEventLoop
+    outputs: asyncio.Queue[_Item]
+    generator: torch.Generator
+    aborted: bool = False
+
+
+class BatchingGenerationEngine:
+    """`engine.base.GenerationEngine` over a `Scheduler` and a `ModelRunner`."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        scheduler: Scheduler,
+        tokenizer: HFPromptTokenizer,
+        *,
+        context_length: int,
+        eos_token_ids: set[int],
+    ) -> None:
+        self.tokenizer: PromptTokenizer = tokenizer
+        self._hf_tokenizer = tokenizer
+        self.context_length = context_length
+        self._runner, self._scheduler = runner, scheduler
+        self._eos_ids = eos_token_ids
+        self._cond = threading.Condition()
+        self._requests: dict[str, _Request] = {}
+        self._by_seq: dict[int, _Request] = {}
+        self._in_step: set[int] = set()  # ids of sequences in the step now running
+        self._deferred_aborts: list[Sequence] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._tokens_per_second = 0.0
+        self._tokens_generated = 0
+        self._last_progress = time.monotonic()
+
+    # --- the asyncio side ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="tokenyard-engine", daemon=True)
+            self._thread.start()
+
+    async def shutdown(self) -> None:
+        """Stop the thread; requests still queued or running end with a WorkerError."""
+        self._stop_and_fail_all("the engine shut down before the request finished")
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[GenerationOutput, None]:
+        """Stream one output per generated token; closing this iterator early aborts the request."""
+        request = self._submit(request_id, prompt_token_ids, params)
+        done = False
+        try:
+            while not done:
+                item = await request.outputs.get()
+                if item is None:
+                    done = True
+                    return
+                if isinstance(item, TokenyardError):
+                    done = True
+                    raise item
+                done = item.finish_reason is not None
+                yield item
+        finally:
+            if not done:
+                self._cancel(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self._cancel(request_id)
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            scheduler, manager = self._scheduler, self._scheduler.block_manager
+            running, waiting = len(scheduler.running), len(scheduler.waiting)
+            idle_for = time.monotonic() - self._last_progress if running or waiting else 0.0
+            return EngineStats(
+                num_running=running,
+                num_waiting=waiting,
+                tokens_per_second=self._tokens_per_second,
+                seconds_since_progress=idle_for,
+                extra={
+                    "tokens_generated": float(self._tokens_generated),
+                    "kv_blocks_free": float(manager.num_free_blocks),
+                    "kv_blocks_total": float(manager.num_blocks),
+                    "prefix_cache_hit_rate": manager.hit_rate(),
+                    "preemptions": float(scheduler.num_preemptions),
+                    "prompt_tokens_computed": float(scheduler.num_prompt_tokens_computed),
+                    "prompt_tokens_cached": float(scheduler.num_prompt_tokens_cached),
+                },
+            )
+
+    def _submit(self, request_id: str, prompt: list[int], params: SamplingParams) -> _Request:
+        if self._thread is None:
+            raise RuntimeError("BatchingGenerationEngine.start() must be awaited before generate()")
+        validate_request(prompt, params, vocab_size=self._runner.vocab_size, context_length=self.context_length)
+        sequence = Sequence(
+            request_id,
+            prompt,
+            params,
+            decode=self._hf_tokenizer.decode,
+            eos_token_ids=self._eos_ids,
+            context_length=self.context_length,
+        )
+        loop = asyncio.get_running_loop()
+        request = _Request(sequence, loop, asyncio.Queue(), make_generator(params.seed, self._runner.device))
+        with self._cond:
+            if self._stopping:
+                raise WorkerError("the engine is shutting down")
+            if request_id in self._requests:
+                raise InvalidRequestError(f"request id {request_id} is already running", param="request_id")
+            if not self._scheduler.has_work():
+                self._last_progress = time.monotonic()
+            self._scheduler.add(sequence)  # raises OverloadedError when the queue is full
+            self._requests[request_id] = request
+            self._by_seq[id(sequence)] = request
+            self._cond.notify()
+        return request
+
+    def _cancel(self, request_id: str) -> None:
+        with self._cond:
+            request = self._requests.pop(request_id, None)
+            if request is None:
+                return
+            request.aborted = True
+            self._by_seq.pop(id(request.sequence), None)
+            if id(request.sequence) in self._in_step:
+                self._deferred_aborts.append(request.sequence)
+                self._scheduler.running.remove(request.sequence)  # out of the counts now, blocks freed later
+            else:
+                self._scheduler.abort(request.sequence)
+        _deliver(request, None)
+
+    def _stop_and_fail_all(self, reason: str) -> None:
+        with self._cond:
+            self._stopping = True
+            pending = list(self._requests.values())
+            self._requests.clear()
+            self._cond.notify_all()
+        for request in pending:
+            request.aborted = True
+            _deliver(request, WorkerError(reason))
+
+    # --- the engine thread --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            with torch.inference_mode():
+                while (plan := self._next_plan()) is not None:
+                    self.step(plan)
+        except BaseException:
+            logger.exception("the engine thread crashed")
+            self._stop_and_fail_all("the engine stopped after an internal error")
+            raise
+
+    def _next_plan(self) -> SchedulerPlan | None:
+        """Wait for work and return the next step's plan (lock held while planning)."""
+        with self._cond:
+            while not self._stopping:
+                if not self._scheduler.has_work():
+                    self._cond.wait()
+                    continue
+                plan = self._scheduler.schedule()
+                if plan.chunks:
+                    self._in_step = {id(chunk.seq) for chunk in plan.chunks}
+                    return plan
+                self._cond.wait(timeout=plan.wait_seconds or 0.005)  # gathering a batch, or memory is short
+            return None
+
+    def step(self, plan: SchedulerPlan) -> None:
+        """Run one planned step and deliver its tokens."""
+        started = time.monotonic()
+        try:
+            tokens, logprobs = self._run(plan)
+        except Exception as exc:  # a failed forward fails the step's requests, not the engine
+            logger.exception("a step failed")
+            self._fail_step(plan, TokenyardError(f"generation failed: {exc}".splitlines()[0]))
+            return
+        with self._cond:
+            outputs = self._scheduler.update(plan, tokens, logprobs)
+            self._end_step()
+            deliveries = [(self._by_seq.get(id(seq)), output) for seq, output in outputs]
+            for seq, output in outputs:
+                if output.finish_reason is not None and (request := self._by_seq.pop(id(seq), None)):
+                    self._requests.pop(request.sequence.request_id, None)
+            self._record(len(outputs), time.monotonic() - started)
+        for request, output in deliveries:
+            if request is not None and not request.aborted:
+                _deliver(request, output)
+
+    def _run(self, plan: SchedulerPlan) -> tuple[list[int], list[TokenLogprob | None]]:
+        sampled = plan.sampled
+        if not sampled:
+            self._runner.run(plan)
+            return [], []
+        logits = self._runner.run(plan)  # [N, V]
+        generators = [self._generator(chunk.seq) for chunk in sampled]
+        return sample_batch(logits, [chunk.seq for chunk in sampled], generators)
+
+    def _generator(self, seq: Sequence) -> torch.Generator:
+        request = self._by_seq.get(id(seq))
+        return request.generator if request is not None else make_generator(None, self._runner.device)
+
+    def _end_step(self) -> None:
+        """(Lock held.) Free what was aborted during the step."""
+        self._in_step = set()
+        for seq in self._deferred_aborts:
+            self._scheduler.block_manager.deallocate(seq)
+        self._deferred_aborts.clear()
+
+    def _fail_step(self, plan: SchedulerPlan, error: TokenyardError) -> None:
+        with self._cond:
+            self._end_step()
+            failed = [self._by_seq.pop(id(chunk.seq), None) for chunk in plan.chunks]
+            for chunk in plan.chunks:
+                self._scheduler.abort(chunk.seq)
+            for request in failed:
+                if request is not None:
+                    self._requests.pop(request.sequence.request_id, None)
+        for request in failed:
+            if request is not None:
+                _deliver(request, error)
+
+    def _record(self, produced: int, seconds: float) -> None:
+        self._last_progress = time.monotonic()
+        self._tokens_generated += produced
+        if produced and seconds > 0:
+            rate = produced / seconds
+            previous = self._tokens_per_second
+            self._tokens_per_second = rate if previous == 0 else (1 - _EMA_WEIGHT) * previous + _EMA_WEIGHT * rate
+
+
+def _deliver(request: _Request, item: _Item) -> None:
+    try:
+        request.loop.call_soon_threadsafe(request.outputs.put_nowait, item)
+    except RuntimeError:  # the consumer's event loop is closed
+        request.aborted = True

@@ -1,0 +1,171 @@
+"""The only place that owns tensors and device memory: the model, the KV cache, a step's inputs.
+
+`LlamaRunner` runs the engine's own llama-family code over the paged KV cache: it preallocates the
+cache once (sized by `kv_cache_bytes`), turns a `SchedulerPlan` into a flat batch (decode tokens
+first, then prompt chunks), runs the forward and returns logits for the sampled positions only.
+`HFRunner` is the fallback for other architectures (GPT-2, GPT-NeoX, Falcon): still one batched
+forward per step, but over each sampled sequence's whole text with left padding and no KV cache,
+so it is simple and obviously correct, not fast. Both have the same small interface.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
+from tokenyard.engine.modeling.llama import LlamaModel, LlamaSpec, rope_table
+from tokenyard.engine.modeling.quant import quantize_linears
+from tokenyard.engine.modeling.weights import load_llama_weights, read_state_dict
+from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan
+
+BLOCK_SIZE = 16
+
+
+class ModelRunner(Protocol):
+    """What the engine needs from a runner."""
+
+    vocab_size: int
+    num_blocks: int
+    block_size: int
+    device: torch.device
+
+    def run(self, plan: SchedulerPlan) -> torch.Tensor:
+        """Logits [N, V] (float32) for the plan's sampled chunks, in plan order."""
+        ...
+
+
+def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    return 2 * num_layers * num_kv_heads * head_dim * torch.empty(0, dtype=dtype).element_size()
+
+
+def num_blocks_for(kv_cache_bytes: int, bytes_per_token: int, block_size: int = BLOCK_SIZE) -> int:
+    return max(1, kv_cache_bytes // (bytes_per_token * block_size))
+
+
+class LlamaRunner:
+    """The engine's own llama code over a preallocated paged KV cache."""
+
+    def __init__(self, model: LlamaModel, *, device: torch.device, dtype: torch.dtype, num_blocks: int) -> None:
+        spec = model.spec
+        self.model, self.device, self.dtype = model, device, dtype
+        self.vocab_size, self.num_blocks, self.block_size = spec.vocab_size, num_blocks, BLOCK_SIZE
+        shape = (spec.num_layers, num_blocks * BLOCK_SIZE, spec.num_kv_heads, spec.head_dim)
+        self.attention = PagedAttention(
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+            scale=spec.head_dim**-0.5,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        folder: Path,
+        config: Any,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        quantization: str,
+        kv_cache_bytes: Callable[[int], int],
+        max_positions: int,
+    ) -> LlamaRunner:
+        spec = LlamaSpec.from_config(config)
+        tensors = read_state_dict(folder)  # first: a folder without weights fails before gigabytes are allocated
+        with torch.device("meta"):
+            model = LlamaModel(spec, max_positions)
+        model = model.to_empty(device=device).to(dtype)
+        model.rope.copy_(rope_table(spec, max_positions))  # the meta build left it empty
+        load_llama_weights(model, tensors)
+        del tensors
+        if spec.tie_word_embeddings:  # one tensor for both, as the checkpoint has (49152 x 576 for SmolLM2)
+            model.lm_head.weight = model.embed_tokens.weight
+        if quantization != "none":
+            quantize_linears(model, quantization)
+        per_token = kv_bytes_per_token(spec.num_layers, spec.num_kv_heads, spec.head_dim, dtype)
+        num_blocks = num_blocks_for(kv_cache_bytes(per_token), per_token)
+        return cls(model.eval(), device=device, dtype=dtype, num_blocks=num_blocks)
+
+    def run(self, plan: SchedulerPlan) -> torch.Tensor:
+        input_ids, positions, sample_rows = self._prepare(plan)
+        hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
+        return self.model.compute_logits(hidden[sample_rows])  # [N, V]
+
+    def _prepare(self, plan: SchedulerPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat inputs, decode tokens first; attention metadata goes to the backend."""
+        decodes = [chunk for chunk in plan.chunks if chunk.num_tokens == 1]
+        prefills = [chunk for chunk in plan.chunks if chunk.num_tokens > 1]
+        ids = [chunk.seq.token_at(chunk.start) for chunk in decodes]
+        positions = [chunk.start for chunk in decodes]
+        last_row: dict[int, int] = {id(chunk): row for row, chunk in enumerate(decodes)}
+        chunks = []
+        for chunk in prefills:
+            chunks.append(self._prefill_chunk(chunk, len(ids)))
+            ids.extend(chunk.seq.all_token_ids[chunk.start : chunk.start + chunk.num_tokens])
+            positions.extend(range(chunk.start, chunk.start + chunk.num_tokens))
+            last_row[id(chunk)] = len(ids) - 1
+        slot_mapping = [self._slot(chunk.seq.block_table, pos) for chunk in decodes for pos in (chunk.start,)]
+        slot_mapping += [int(s) for c in chunks for s in c.slots[-c.length :].tolist()]
+        meta = AttentionMetadata(slot_mapping=self._tensor(slot_mapping), num_decode=len(decodes), prefills=chunks)
+        if decodes:
+            meta.decode_slots, meta.decode_mask = self._decode_slots(decodes)
+        self.attention.meta = meta
+        rows = [last_row[id(chunk)] for chunk in plan.chunks if chunk.sample]
+        return self._tensor(ids), self._tensor(positions), self._tensor(rows)
+
+    def _slot(self, block_table: list[int], position: int) -> int:
+        return block_table[position // self.block_size] * self.block_size + position % self.block_size
+
+    def _prefill_chunk(self, chunk: ScheduledChunk, start_row: int) -> PrefillChunk:
+        end = chunk.start + chunk.num_tokens
+        slots = self._slots_of(chunk.seq.block_table, end)  # [end]
+        if chunk.start == 0:
+            return PrefillChunk(start=start_row, length=chunk.num_tokens, slots=slots, mask=None)
+        query = torch.arange(chunk.start, end)[:, None]  # [S, 1] absolute positions
+        mask = torch.arange(end)[None, :] <= query  # [S, end]
+        return PrefillChunk(start=start_row, length=chunk.num_tokens, slots=slots, mask=mask.to(self.device))
+
+    def _slots_of(self, block_table: Seq[int], length: int) -> torch.Tensor:
+        blocks = torch.tensor(block_table[: math.ceil(length / self.block_size)], dtype=torch.long)
+        slots = (blocks[:, None] * self.block_size + torch.arange(self.block_size)).flatten()  # [nb * bs]
+        return slots[:length].to(self.device)
+
+    def _decode_slots(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lengths = torch.tensor([chunk.start + 1 for chunk in decodes])  # [B] context incl. the new token
+        num_blocks = math.ceil(int(lengths.max()) / self.block_size)
+        tables = [chunk.seq.block_table[:num_blocks] for chunk in decodes]
+        padded = torch.tensor([table + [0] * (num_blocks - len(table)) for table in tables])  # [B, nb]
+        slots = (padded[:, :, None] * self.block_size + torch.arange(self.block_size)).flatten(1)  # [B, L]
+        width = int(lengths.max())
+        if bool((lengths == width).all()):  # nothing to mask (always so at batch 1): the faster unmasked kernel
+            return slots[:, :width].to(self.device), None
+        mask = torch.arange(slots.shape[1])[None, :] < lengths[:, None]  # [B, L]
+        return slots.to(self.device), mask[:, None, None, :].to(self.device)
+
+    def _tensor(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long).to(self.device)
+
+
+class HFRunner:
+    """Fallback for architectures without own code: a batched transformers forward, no KV cache."""
+
+    def __init__(self, model: Any, *, num_blocks: int) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_input_embeddings().num_embeddings)
+        self.num_blocks, self.block_size = num_blocks, BLOCK_SIZE
+
+    def run(self, plan: SchedulerPlan) -> torch.Tensor:
+        texts = [chunk.seq.all_token_ids[: chunk.start + chunk.num_tokens] for chunk in plan.sampled]
+        if not texts:  # only unfinished prompt chunks: nothing to compute without a cache
+            return torch.empty(0, self.vocab_size, device=self.device)
+        width = max(len(text) for text in texts)
+        ids = torch.tensor([[0] * (width - len(t)) + t for t in texts], device=self.device)  # [N, W], left-padded
+        mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in texts], device=self.device)  # [N, W]
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [N, W]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+        return out.logits[:, -1].float()  # [N, V]
