@@ -91,3 +91,10 @@ def test_validate_request_refusals(prompt: list[int], max_tokens: int, error: ty
 
 def test_validate_request_accepts_a_request_that_just_fits() -> None:
     validate_request([1, 2, 3], SamplingParams(max_tokens=7), vocab_size=256, context_length=10)
+
+
+def test_logit_bias_outside_the_vocabulary_is_refused() -> None:
+    params = SamplingParams(max_tokens=2, logit_bias=((300, 5.0),))
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_request([1, 2], params, vocab_size=256, context_length=10)
+    assert caught.value.param == "logit_bias"

@@ -53,7 +53,10 @@ def test_invalid_json_is_400(cluster: Cluster) -> None:
         ({"model": CHAT_MODEL, "messages": USER, "temperature": 3}, "temperature"),
         ({"model": CHAT_MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
         ({"model": CHAT_MODEL, "messages": USER, "frobnicate": True}, "frobnicate"),
-        ({"model": CHAT_MODEL, "messages": USER, "logit_bias": {"5": 10}}, "logit_bias"),
+        ({"model": CHAT_MODEL, "messages": USER, "logit_bias": {"999999": 10}}, "logit_bias"),
+        ({"model": CHAT_MODEL, "messages": USER, "logit_bias": {"abc": 10}}, "logit_bias"),
+        ({"model": CHAT_MODEL, "messages": USER, "logit_bias": {"5": 500}}, "logit_bias"),
+        ({"model": CHAT_MODEL, "messages": USER, "logprobs": True}, "logprobs"),
         ({"model": CHAT_MODEL, "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ],
 )

@@ -122,3 +122,23 @@ async def test_async_client_concurrent_streams(async_client: AsyncOpenAI) -> Non
 
     texts = await asyncio.gather(*(one(i) for i in range(4)))
     assert len(texts) == 4
+
+
+def test_logit_bias_and_penalties_reach_the_engine(client: OpenAI) -> None:
+    # +100 on one token makes greedy decoding repeat it; the same request without it does not.
+    forced = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=MESSAGES,
+        max_tokens=6,
+        temperature=0,
+        logit_bias={"65": 100},
+        extra_body={"ignore_eos": True},
+    )
+    plain = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=6, temperature=0)
+    text = forced.choices[0].message.content or ""
+    assert text and text == text[: len(text) // 6] * 6
+    assert text != plain.choices[0].message.content
+    penalised = client.chat.completions.create(
+        model=CHAT_MODEL, messages=MESSAGES, max_tokens=6, temperature=0, presence_penalty=2, frequency_penalty=2
+    )
+    assert penalised.choices[0].finish_reason in ("stop", "length")

@@ -27,6 +27,11 @@ def validate_request(prompt: Seq[int], params: SamplingParams, *, vocab_size: in
     bad = next((token for token in prompt if not 0 <= token < vocab_size), None)
     if bad is not None:
         raise InvalidRequestError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})", param="prompt")
+    bad_bias = next((token for token, _ in params.logit_bias if not 0 <= token < vocab_size), None)
+    if bad_bias is not None:
+        raise InvalidRequestError(
+            f"logit_bias names token id {bad_bias}, outside the vocabulary (0..{vocab_size - 1})", param="logit_bias"
+        )
     if len(prompt) + params.max_tokens > context_length:
         raise ContextLengthExceededError(
             prompt_tokens=len(prompt), max_tokens=params.max_tokens, context_length=context_length, param="max_tokens"

@@ -46,7 +46,27 @@ def sampling_options(body: SamplingFields, max_tokens: int | None, choice: int) 
         stop=body.stop_list(),
         stop_token_ids=body.stop_token_ids or [],
         ignore_eos=body.ignore_eos,
+        min_p=body.min_p or 0.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
+        logit_bias=logit_bias(body.logit_bias),
+        min_tokens=body.min_tokens or 0,
     )
+
+
+def logit_bias(value: dict[str, float] | None) -> dict[int, float]:
+    """OpenAI's {"token id as a string": bias in [-100, 100]} as token ids."""
+    biases: dict[int, float] = {}
+    for key, bias in (value or {}).items():
+        if not key.lstrip("-").isdigit():
+            raise InvalidRequestError(f"Invalid key in 'logit_bias': {key!r} is not a token id.", param="logit_bias")
+        if not -100 <= bias <= 100:
+            raise InvalidRequestError(
+                f"Invalid value in 'logit_bias' for token {key}: {bias} is outside [-100, 100].", param="logit_bias"
+            )
+        biases[int(key)] = bias
+    return biases
 
 
 @dataclass

@@ -160,12 +160,6 @@ class EmbeddingRequest(_Request):
 def unsupported_fields(request: BaseModel) -> list[str]:
     """Fields set to a value tokenyard cannot honour yet; the gateway refuses these with a 400."""
     neutral: dict[str, tuple[object, ...]] = {
-        "presence_penalty": (None, 0, 0.0),
-        "frequency_penalty": (None, 0, 0.0),
-        "logit_bias": (None, {}),
-        "min_p": (None, 0, 0.0),
-        "repetition_penalty": (None, 1, 1.0),
-        "min_tokens": (None, 0),
         "logprobs": (None, False, 0),
         "top_logprobs": (None, 0),
         "response_format": (None, {"type": "text"}),
