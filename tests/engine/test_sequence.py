@@ -98,3 +98,11 @@ def test_logit_bias_outside_the_vocabulary_is_refused() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         validate_request([1, 2], params, vocab_size=256, context_length=10)
     assert caught.value.param == "logit_bias"
+
+
+def test_stop_token_ids_outside_the_vocabulary_are_refused() -> None:
+    # With min_tokens they index the logits; out of range they must be a 400, not a crash.
+    params = SamplingParams(max_tokens=2, stop_token_ids=(-1,), min_tokens=1)
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_request([1, 2], params, vocab_size=256, context_length=10)
+    assert caught.value.param == "stop_token_ids"

@@ -27,6 +27,12 @@ def validate_request(prompt: Seq[int], params: SamplingParams, *, vocab_size: in
     bad = next((token for token in prompt if not 0 <= token < vocab_size), None)
     if bad is not None:
         raise InvalidRequestError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})", param="prompt")
+    bad_stop = next((token for token in params.stop_token_ids if not 0 <= token < vocab_size), None)
+    if bad_stop is not None:
+        raise InvalidRequestError(
+            f"stop_token_ids names token id {bad_stop}, outside the vocabulary (0..{vocab_size - 1})",
+            param="stop_token_ids",
+        )
     bad_bias = next((token for token, _ in params.logit_bias if not 0 <= token < vocab_size), None)
     if bad_bias is not None:
         raise InvalidRequestError(
