@@ -123,6 +123,10 @@ class GenerationService:
             raise failures[0]
         return streams
 
+    async def run(self, model: str, requests: list[GenerateRequest]) -> list[ChoiceResult]:
+        """Open the choices' streams and collect them whole (the non-streamed answer)."""
+        return await self.collect(await self.open(model, requests))
+
     async def collect(self, streams: list[ResumingStream]) -> list[ChoiceResult]:
         results = [ChoiceResult() for _ in streams]
         async with aclosing(self.merged(streams)) as merged:

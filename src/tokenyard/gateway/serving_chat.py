@@ -40,12 +40,13 @@ class ChatServing:
         refuse_unsupported(body)
         completion_id = new_request_id("chatcmpl")
         requests = self._worker_requests(body, completion_id)
-        streams = await self.service.open(body.model, requests)
         if body.stream:
+            streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = self._stream(body.model, completion_id, streams, include_usage)
             return ClosingStreamingResponse(events, media_type="text/event-stream")
-        results = await cancel_on_disconnect(raw, self.service.collect(streams))
+        # Watching for the client from the start: it may leave while the first token is awaited.
+        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests))
         response = ChatCompletionResponse(
             id=completion_id,
             model=body.model,

@@ -57,13 +57,14 @@ class CompletionServing:
             for p, prompt in enumerate(prompts)
             for c in range(body.n)
         ]
-        streams = await self.service.open(body.model, requests)
         if body.stream:
+            streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return ClosingStreamingResponse(
                 self._stream(body, completion_id, streams, include_usage), media_type="text/event-stream"
             )
-        results = await cancel_on_disconnect(raw, self.service.collect(streams))
+        # Watching for the client from the start: it may leave while the first token is awaited.
+        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests))
         prompt_tokens = {i // body.n: r.prompt_tokens for i, r in enumerate(results)}
         response = CompletionResponse(
             id=completion_id,

@@ -96,19 +96,32 @@ async def _next_item(
         raise RequestTimeoutError(f"The request did not finish within {timeout:g} s.") from None
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T], poll: float = 0.25) -> T:
+async def _client_gone(request: Request) -> None:
+    """Returns once the server reports the client's connection closed (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it if the client goes away (which closes the worker stream and
-    so aborts the generation there)."""
+    so aborts the generation there).
+
+    A waiting receive() keeps the server reading the socket, so a closed connection is noticed at
+    once; polling `is_disconnected()` can miss it while the server has paused reading.
+    """
     task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_gone(request))
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=poll)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                raise ClientClosedRequestError("The client closed the connection.")
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientClosedRequestError("The client closed the connection.")
     finally:
-        if not task.done():
-            task.cancel()
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
