@@ -30,7 +30,6 @@ class GenerationStream:
     def __init__(self, response: httpx.Response, target: DispatchResponse) -> None:
         self._response = response
         self.address = target.address
-        self._address = target.address
         self.worker_id = target.worker_id
 
     async def chunks(self) -> AsyncGenerator[GenerateChunk, None]:
@@ -48,11 +47,11 @@ class GenerationStream:
                 finished = chunk.finish_reason is not None
                 yield chunk
         except httpx.HTTPError as exc:
-            raise WorkerError(f"Lost the connection to worker {self._address} mid-stream: {exc}") from exc
+            raise WorkerError(f"Lost the connection to worker {self.address} mid-stream: {exc}") from exc
         finally:
             await self._response.aclose()
         if not finished:
-            raise WorkerError(f"Worker {self._address} ended the stream before finishing.")
+            raise WorkerError(f"Worker {self.address} ended the stream before finishing.")
 
     async def aclose(self) -> None:
         await self._response.aclose()
