@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/quality.py [--model smollm2-135m-instruct] [--home ~/.tokenyard]
 
 For each mode (float32; bfloat16; int8 and int4 weight-only with bfloat16 activations) it loads the
-engine's own llama model and reports: the bytes its weights take; greedy-token agreement with float32
+engine's own llama model and reports: the bytes its weights take in memory (quantised layers keep their
+dense weights too, for large batches: see engine/modeling/quant.py); greedy-token agreement with float32
 over a fixed set of chat prompts (per prompt, the share of the 32 greedy tokens up to the first one that
 differs, averaged: 1.0 means identical continuations); and perplexity on a fixed English text. Prints a
 markdown table (it goes into docs/engine.md).
@@ -22,6 +23,7 @@ from tokenyard.engine.base import SamplingParams
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.loader import configure_torch_threads
 from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
+from tokenyard.engine.modeling import quant
 from tokenyard.engine.modeling.attention import AttentionMetadata, PrefillChunk
 from tokenyard.engine.models import resolve_model
 from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan
@@ -97,7 +99,19 @@ def greedy(runner: LlamaRunner, prompt: list[int]) -> list[int]:
 
 
 def perplexity(runner: LlamaRunner, ids: list[int]) -> float:
-    """exp(mean negative log-likelihood) of `ids`, one causal pass from the start of the cache."""
+    """exp(mean negative log-likelihood) of `ids`, one causal pass from the start of the cache.
+
+    The pass has many rows, where quantised layers would switch to their dense weights: the switch is
+    lifted here so that the figure measures the quantised kernels that decode with.
+    """
+    saved, quant.QUANTISED_MAX_ROWS = quant.QUANTISED_MAX_ROWS, len(ids)
+    try:
+        return _perplexity(runner, ids)
+    finally:
+        quant.QUANTISED_MAX_ROWS = saved
+
+
+def _perplexity(runner: LlamaRunner, ids: list[int]) -> float:
     count = len(ids)
     slots = torch.arange(count)  # blocks 0.. of an otherwise unused cache
     runner.attention.meta = AttentionMetadata(slot_mapping=slots, prefills=[PrefillChunk(0, count, slots, None)])

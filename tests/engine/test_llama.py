@@ -119,8 +119,31 @@ def test_quantised_logits_stay_close(quantization: str, tolerance: float, tmp_pa
     reference = save_random_model(config, tmp_path)
     runner = runner_for(config, tmp_path, quantization)
     seq = make_seq(list(range(1, 20)))
-    BlockManager(runner.num_blocks, BLOCK_SIZE).allocate(seq, 19)
+    BlockManager(runner.num_blocks, BLOCK_SIZE).allocate(seq, 20)
     with torch.inference_mode():
-        logits = runner.run(plan_of((seq, 0, 19, True)))[0]
+        logits = runner.run(plan_of((seq, 0, 19, True)))[0]  # a prompt: the dense weights
         expected = reference(input_ids=torch.tensor([seq.prompt_token_ids])).logits[0, -1]
-    assert (logits - expected).abs().max() < tolerance * expected.abs().max()
+        assert (logits - expected).abs().max() < tolerance * expected.abs().max()
+        seq.output_token_ids.append(int(logits.argmax()))
+        logits = runner.run(plan_of((seq, 19, 1, True)))[0]  # one decode row: the quantised kernels
+        expected = reference(input_ids=torch.tensor([seq.all_token_ids])).logits[0, -1]
+        assert (logits - expected).abs().max() < tolerance * expected.abs().max()
+
+
+def test_large_decode_batch_matches_reference(tmp_path: Path) -> None:
+    """Twenty sequences of different lengths decode together: the matmul attention path, with its mask."""
+    config = CONFIGS["llama-tied"]
+    reference = save_random_model(config, tmp_path)
+    runner = runner_for(config, tmp_path)
+    manager = BlockManager(runner.num_blocks, BLOCK_SIZE)
+    seqs = [make_seq(list(range(1, 3 + 2 * i))) for i in range(20)]
+    for seq in seqs:
+        manager.allocate(seq, seq.num_tokens + 1)
+    with torch.inference_mode():
+        runner.run(plan_of(*((seq, 0, seq.num_tokens, False) for seq in seqs)))
+        for seq in seqs:
+            seq.output_token_ids.append(7)
+        logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs)))
+        for row, seq in zip(logits, seqs, strict=True):
+            expected = reference(input_ids=torch.tensor([seq.all_token_ids])).logits[0, -1]
+            torch.testing.assert_close(row, expected, atol=2e-4, rtol=1e-4)

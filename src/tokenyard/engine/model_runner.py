@@ -55,7 +55,7 @@ class LlamaRunner:
         spec = model.spec
         self.model, self.device, self.dtype = model, device, dtype
         self.vocab_size, self.num_blocks, self.block_size = spec.vocab_size, num_blocks, BLOCK_SIZE
-        shape = (spec.num_layers, num_blocks * BLOCK_SIZE, spec.num_kv_heads, spec.head_dim)
+        shape = (spec.num_layers, spec.num_kv_heads, num_blocks * BLOCK_SIZE, spec.head_dim)  # head-major
         self.attention = PagedAttention(
             torch.zeros(shape, dtype=dtype, device=device),
             torch.zeros(shape, dtype=dtype, device=device),
@@ -144,7 +144,7 @@ class LlamaRunner:
         if bool((lengths == width).all()):  # nothing to mask (always so at batch 1): the faster unmasked kernel
             return slots[:, :width].to(self.device), None
         mask = torch.arange(slots.shape[1])[None, :] < lengths[:, None]  # [B, L]
-        return slots.to(self.device), mask[:, None, None, :].to(self.device)
+        return slots.to(self.device), mask[:, None, :].to(self.device)  # [B, 1, L]
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long).to(self.device)
