@@ -19,6 +19,7 @@ class Row:
     prompt_token_ids: list[int] = field(default_factory=list)
     output_token_ids: list[int] = field(default_factory=list)
     eos_token_ids: Collection[int] = (0,)
+    guide: None = None
 
 
 def greedy(**changes: object) -> SamplingParams:

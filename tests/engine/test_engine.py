@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +138,63 @@ async def test_stop_string_is_held_back_and_cuts_the_text(make_engine: EngineFac
 
 async def test_logprobs_come_with_top_alternatives(make_engine: EngineFactory) -> None:
     engine = make_engine()
-    outputs = await run(engine, SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True, logprobs=2))
-    for output in outputs:
-        assert output.logprobs is not None and len(output.logprobs) == 1
-        entry = output.logprobs[0]
-        assert entry.token_id == output.token_ids[0] and entry.logprob <= 0
+    outputs = await run(engine, SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, logprobs=2))
+    entries = [entry for output in outputs for entry in output.logprobs or []]
+    # A token's logprob comes with the output that streams its text (later, for a cut character).
+    assert [entry.token_id for entry in entries] == ids_of(outputs)
+    for entry in entries:
+        assert entry.logprob <= 0
         assert len(entry.top) == 2 and entry.top[0][0] == entry.token_id  # greedy picks the most likely
+
+
+async def test_logprobs_follow_the_text_cut_by_a_stop_string(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    params = SamplingParams(max_tokens=30, temperature=1.0, seed=5, ignore_eos=True, logprobs=0)
+    full = text_of(await run(engine, params, "a", PROMPTS[1]))  # cut characters, multi-char tokens
+    stop = full[9:12]
+    outputs = await run(engine, replace(params, stop=(stop,)), "b", PROMPTS[1])
+    text = text_of(outputs)
+    assert text == full[: full.index(stop)] and text
+    ids = [entry.token_id for output in outputs for entry in output.logprobs or []]
+    # The tokens reported cover the text streamed, and each contributed some of it: a token wholly
+    # inside the stop string is not reported.
+    assert engine.tokenizer.decode(ids).startswith(text)
+    assert len(engine.tokenizer.decode(ids[:-1])) < len(text)
+
+
+async def test_prompt_logprobs_match_the_reference_and_skip_the_prefix_cache(
+    make_engine: EngineFactory, tiny_chat_model_dir: Path
+) -> None:
+    engine = make_engine()
+    prompt = PROMPTS[2] * 3  # longer than one 16-token block
+    ids = engine.tokenizer.encode_text(prompt)
+    plain = SamplingParams(max_tokens=1, temperature=0)
+    first = await run(engine, plain, "warm", prompt)
+    assert first[0].num_cached_tokens == 0 and first[0].prompt_logprobs is None
+    again = await run(engine, plain, "cached", prompt)
+    assert again[0].num_cached_tokens == (len(ids) - 1) // 16 * 16  # the prefix cache served it
+    scored = await run(engine, replace(plain, prompt_logprobs=3), "scored", prompt)
+    entries = scored[0].prompt_logprobs
+    assert entries is not None and scored[0].num_cached_tokens == 0  # computed, not reused
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        reference = torch.log_softmax(model(torch.tensor([ids])).logits[0], dim=-1)  # [S, V]
+    assert entries[0] is None and len(entries) == len(ids)
+    for position, entry in enumerate(entries[1:], start=1):
+        assert entry is not None and entry.token_id == ids[position]
+        assert entry.logprob == pytest.approx(float(reference[position - 1, ids[position]]), abs=1e-4)
+        assert [token for token, _ in entry.top] == reference[position - 1].topk(3).indices.tolist()
+
+
+async def test_prompt_logprobs_survive_a_chunked_prefill(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    whole = await run(engine, SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0), "whole", PROMPTS[3])
+    engine._scheduler.max_num_batched_tokens = 4  # the prompt now runs in several steps
+    chunked = await run(engine, SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0), "chunked", PROMPTS[3])
+    expected, got = whole[0].prompt_logprobs, chunked[0].prompt_logprobs
+    assert expected is not None and got is not None and len(got) == len(expected)
+    for a, b in zip(expected[1:], got[1:], strict=True):
+        assert a is not None and b is not None and a.logprob == pytest.approx(b.logprob, abs=1e-4)
 
 
 async def test_closing_the_stream_aborts_the_request_promptly(make_engine: EngineFactory) -> None:

@@ -66,3 +66,31 @@ async def test_batched_greedy_matches_transformers(name: str, tiny_chat_model_di
             for _ in range(6):
                 ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
         assert generated == ids[-6:]
+
+
+async def test_prompt_logprobs_through_transformers(tiny_chat_model_dir: Path, tmp_path: Path) -> None:
+    for file in TOKENIZER_FILES:
+        if (tiny_chat_model_dir / file).is_file():
+            shutil.copy(tiny_chat_model_dir / file, tmp_path / file)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(tiny_config("gpt2", vocab=400)).eval()
+    model.save_pretrained(tmp_path)
+    engine = build_engine(
+        tmp_path, WorkerConfig(device="cpu", kv_cache_memory=0.01), device=torch.device("cpu"), dtype=torch.float32
+    )
+    await engine.start()
+    try:
+        ids = engine.tokenizer.encode_text(PROMPTS[1])
+        engine._scheduler.max_num_batched_tokens = len(ids) - 1  # the last chunk is one token: no scoring
+        params = SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=1)
+        outputs = [output async for output in engine.generate("p", ids, params)]
+    finally:
+        await engine.shutdown()
+    entries = outputs[0].prompt_logprobs
+    with torch.inference_mode():
+        reference = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], dim=-1)  # [S, V]
+    assert entries is not None and entries[0] is None and len(entries) == len(ids)
+    for position, entry in enumerate(entries[1:], start=1):
+        assert entry is not None
+        assert entry.logprob == pytest.approx(float(reference[position - 1, ids[position]]), abs=1e-4)

@@ -89,3 +89,29 @@ def test_encode_text_keeps_the_special_tokens_a_tokenizer_adds_by_default(tiny_e
 def test_decode_skips_special_tokens_and_eos_ids(tokenizer: HFPromptTokenizer) -> None:
     assert tokenizer.decode(tokenizer.encode_chat(MESSAGES)).startswith("system\nBe brief.\n")
     assert tokenizer.eos_token_ids() == {tokenizer.hf_tokenizer.convert_tokens_to_ids("<|im_end|>")}
+
+
+@pytest.mark.parametrize("text", ["你好，世界！", "Emoji: 🙂 🚀 and mixed 中文 English text."])
+def test_token_bytes_rebuild_text_split_inside_characters(tokenizer: HFPromptTokenizer, text: str) -> None:
+    ids = tokenizer.encode_text(text)
+    assert any(tokenizer.decode([token]).endswith("\ufffd") for token in ids)  # some tokens cut a character
+    assert b"".join(tokenizer.token_bytes(token) for token in ids).decode() == text
+
+
+def test_token_bytes_of_a_special_token_are_its_text(tokenizer: HFPromptTokenizer) -> None:
+    im_end = tokenizer.hf_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.token_bytes(im_end) == b"<|im_end|>"
+
+
+class SentencePieceLike:
+    """What HFPromptTokenizer reads of a SentencePiece vocabulary with byte fallback."""
+
+    all_special_ids = (0,)
+
+    def convert_ids_to_tokens(self, token_id: int) -> str:
+        return ("<s>", "<0xE4>", "\u2581the", "é")[token_id]
+
+
+def test_token_bytes_of_sentencepiece_pieces() -> None:
+    tokenizer = HFPromptTokenizer(SentencePieceLike())
+    assert [tokenizer.token_bytes(i) for i in range(4)] == [b"<s>", b"\xe4", b" the", "é".encode()]

@@ -56,7 +56,8 @@ def test_invalid_json_is_400(cluster: Cluster) -> None:
         ({"model": CHAT_MODEL, "messages": USER, "logit_bias": {"999999": 10}}, "logit_bias"),
         ({"model": CHAT_MODEL, "messages": USER, "logit_bias": {"abc": 10}}, "logit_bias"),
         ({"model": CHAT_MODEL, "messages": USER, "logit_bias": {"5": 500}}, "logit_bias"),
-        ({"model": CHAT_MODEL, "messages": USER, "logprobs": True}, "logprobs"),
+        ({"model": CHAT_MODEL, "messages": USER, "top_logprobs": 2}, "top_logprobs"),  # without logprobs
+        ({"model": CHAT_MODEL, "messages": USER, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"model": CHAT_MODEL, "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ],
 )
@@ -80,6 +81,22 @@ def test_prompt_plus_max_tokens_over_context(client: OpenAI) -> None:
 def test_streamed_request_error_before_first_token_is_a_status(cluster: Cluster) -> None:
     body = {"model": CHAT_MODEL, "messages": USER, "max_tokens": 100_000, "stream": True}
     assert_error(post(cluster, "/v1/chat/completions", json=body), 400, code="context_length_exceeded")
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"suffix": "and then"}, "suffix"),  # no infill models
+        ({"best_of": 3, "stream": True}, "best_of"),
+        ({"best_of": 1, "n": 2}, "best_of"),
+        ({"best_of": 21}, "best_of"),
+        ({"logprobs": 6}, "logprobs"),
+        ({"max_tokens": 0}, "max_tokens"),  # allowed only with echo
+    ],
+)
+def test_bad_completion_fields_are_400(cluster: Cluster, fields: dict[str, Any], param: str) -> None:
+    body = {"model": CHAT_MODEL, "prompt": "x", **fields}
+    assert_error(post(cluster, "/v1/completions", json=body), 400, param=param)
 
 
 def test_completion_errors(cluster: Cluster) -> None:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
@@ -28,7 +27,7 @@ MESSAGES = [SystemMessage("You are terse."), HumanMessage("Name a colour.")]
 class GetWeather(BaseModel):
     """Get the current weather in a city."""
 
-    city: str = Field(description="The city, e.g. Paris")
+    city: str = Field(description="The city, e.g. Paris", max_length=12)  # bounded: the model is random
 
 
 @pytest.fixture
@@ -40,18 +39,22 @@ async def http_clients() -> AsyncIterator[dict[str, Any]]:
             yield {"http_client": sync_client, "http_async_client": async_client}
 
 
-@pytest.fixture
-def chat(cluster: Cluster, http_clients: dict[str, Any]) -> ChatOpenAI:
+def make_chat(cluster: Cluster, http_clients: dict[str, Any], max_tokens: int = MAX_TOKENS) -> ChatOpenAI:
     # temperature 0 makes the tiny model deterministic, so the stream can be compared to invoke.
     return ChatOpenAI(
         model=CHAT_MODEL,
         base_url=f"{cluster.gateway_url}/v1",
         api_key="unused",  # type: ignore[arg-type]
         temperature=0,
-        max_tokens=MAX_TOKENS,  # type: ignore[call-arg]
+        max_tokens=max_tokens,  # type: ignore[call-arg]
         max_retries=0,
         **http_clients,
     )
+
+
+@pytest.fixture
+def chat(cluster: Cluster, http_clients: dict[str, Any]) -> ChatOpenAI:
+    return make_chat(cluster, http_clients)
 
 
 @pytest.fixture
@@ -99,13 +102,32 @@ async def test_async_stream(chat: ChatOpenAI) -> None:
     assert "".join(str(piece) for piece in pieces) == (await chat.ainvoke(MESSAGES)).content
 
 
-def test_bound_tools_are_refused_by_name(chat: ChatOpenAI) -> None:
-    """tokenyard cannot call tools yet: it must say so, naming `tools`, not answer as if it had."""
-    with pytest.raises(openai.BadRequestError) as caught:
-        chat.bind_tools([GetWeather]).invoke("What is the weather in Paris?")
-    assert caught.value.status_code == 400
-    assert caught.value.param == "tools"
-    assert "tools" in caught.value.message
+def test_bound_tools_return_a_tool_call(cluster: Cluster, http_clients: dict[str, Any]) -> None:
+    chat = make_chat(cluster, http_clients, max_tokens=200)  # room for a whole call
+    reply = chat.bind_tools([GetWeather], tool_choice="GetWeather").invoke("What is the weather in Paris?")
+    assert isinstance(reply, AIMessage)
+    [call] = reply.tool_calls
+    assert call["name"] == "GetWeather" and str(call["id"]).startswith("call_")
+    GetWeather.model_validate(call["args"])
+    assert reply.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_streamed_bound_tools_give_the_same_call(cluster: Cluster, http_clients: dict[str, Any]) -> None:
+    bound = make_chat(cluster, http_clients, max_tokens=200).bind_tools([GetWeather], tool_choice="required")
+    chunks = list(bound.stream("What is the weather in Paris?"))
+    streamed = chunks[0]
+    for chunk in chunks[1:]:
+        streamed += chunk
+    assert isinstance(streamed, AIMessageChunk)
+    invoked = bound.invoke("What is the weather in Paris?")
+    assert isinstance(invoked, AIMessage)
+    assert [c["args"] for c in streamed.tool_calls] == [c["args"] for c in invoked.tool_calls]
+
+
+def test_structured_output_parses_into_the_model(cluster: Cluster, http_clients: dict[str, Any]) -> None:
+    structured = make_chat(cluster, http_clients, max_tokens=200).with_structured_output(GetWeather)
+    answer = structured.invoke("What is the weather in Paris?")
+    assert isinstance(answer, GetWeather)
 
 
 def test_embed_documents_and_query(embeddings: OpenAIEmbeddings, client: OpenAI) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from openai import OpenAI
 
@@ -57,8 +60,36 @@ def check_default_models(client: OpenAI) -> None:
         max_tokens=30,
     )
     assert "Paris" in (answer.choices[0].message.content or "")
+    check_json_schema_answer(client)
     embeddings = client.embeddings.create(model="all-minilm-l6-v2", input=["a cat", "一只猫"])
     assert [len(d.embedding) for d in embeddings.data] == [384, 384]
+
+
+CAPITAL = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 40}, "country": {"type": "string", "maxLength": 40}},
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+
+
+def check_json_schema_answer(client: OpenAI) -> None:
+    """The real 135M model, constrained by a JSON schema, answers in valid JSON (and rightly)."""
+    response_format: Any = {
+        "type": "json_schema",
+        "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True},
+    }
+    answer = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in JSON."}],
+        response_format=response_format,
+        temperature=0,
+        max_tokens=60,
+    )
+    assert answer.choices[0].finish_reason == "stop"
+    content = json.loads(answer.choices[0].message.content or "")
+    jsonschema.validate(content, CAPITAL)
+    assert content["city"] == "Paris"
 
 
 @pytest.mark.timeout(600)

@@ -52,12 +52,22 @@ def test_neutral_values_of_unsupported_fields_pass() -> None:
 
 
 def test_unsupported_values_are_named() -> None:
-    assert unsupported_fields(chat(logit_bias={"1": 5}, logprobs=True)) == ["logprobs"]
-    assert unsupported_fields(CompletionRequest(model="m", prompt="x", echo=True)) == ["echo"]
+    assert unsupported_fields(CompletionRequest(model="m", prompt="x", suffix="end")) == ["suffix"]
+
+
+def test_logprobs_echo_and_best_of_are_honoured() -> None:
+    assert unsupported_fields(chat(logprobs=True, top_logprobs=5)) == []
+    completion = CompletionRequest(model="m", prompt="x", echo=True, logprobs=3, best_of=3)
+    assert unsupported_fields(completion) == []
+    with pytest.raises(ValidationError):
+        CompletionRequest(model="m", prompt="x", best_of=21)  # OpenAI's cap
+    with pytest.raises(ValidationError):
+        CompletionRequest(model="m", prompt="x", logprobs=6)
 
 
 def test_completion_defaults_to_sixteen_tokens_like_openai() -> None:
     assert CompletionRequest(model="m", prompt="x").max_tokens == 16
+    assert CompletionRequest(model="m", prompt="x", max_tokens=None).max_tokens is None  # up to the context
 
 
 @pytest.mark.parametrize("value", ["text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])

@@ -18,7 +18,7 @@ TOKEN = "secret"
 
 
 class LetterTokenizer:
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def encode_chat(self, messages: Sequence[ChatMessage], tools: object = None) -> list[int]:
         return [ord(c) for m in messages for c in m.content]
 
     def encode_text(self, text: str) -> list[int]:

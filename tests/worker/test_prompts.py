@@ -14,7 +14,7 @@ from tokenyard.worker.prompts import prepare
 class WordTokenizer:
     """One token per whitespace-separated word; chat adds two tokens per message."""
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def encode_chat(self, messages: Sequence[ChatMessage], tools: object = None) -> list[int]:
         return [t for m in messages for t in [0, *self.encode_text(m.content), 1]]
 
     def encode_text(self, text: str) -> list[int]:
@@ -65,3 +65,28 @@ def test_empty_prompt_is_refused() -> None:
         prepare(request(prompt=""), WordTokenizer(), 10)
     with pytest.raises(InvalidRequestError):
         prepare(request(), WordTokenizer(), 10)
+
+
+class DecodingWordTokenizer(WordTokenizer):
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return " ".join("x" * t for t in token_ids)
+
+
+def test_echo_sends_back_the_prompt_as_written_or_decoded() -> None:
+    tokenizer = DecodingWordTokenizer()
+    assert prepare(request(prompt="ab c", echo=True), tokenizer, 10).prompt_text == "ab c"
+    assert prepare(request(prompt_token_ids=[2, 1], echo=True), tokenizer, 10).prompt_text == "xx x"
+    assert prepare(request(prompt="ab c"), tokenizer, 10).prompt_text is None
+
+
+def test_a_resumed_stream_asks_for_no_prompt_echo_or_logprobs() -> None:
+    sampling = SamplingOptions(max_tokens=5, logprobs=1, prompt_logprobs=1)
+    fresh = prepare(request(prompt="a b", echo=True, sampling=sampling), DecodingWordTokenizer(), 10)
+    assert fresh.params.prompt_logprobs == 1 and fresh.params.logprobs == 1
+    resumed = prepare(
+        request(prompt="a b", echo=True, sampling=sampling, resume={"token_ids": [3], "text_sent": ""}),
+        DecodingWordTokenizer(),
+        10,
+    )
+    assert resumed.params.prompt_logprobs is None and resumed.prompt_text is None
+    assert resumed.params.logprobs == 1

@@ -7,7 +7,7 @@ from tokenyard.worker.prompts import prepare
 
 
 class ByteTokenizer:
-    def encode_chat(self, messages: object) -> list[int]:
+    def encode_chat(self, messages: object, tools: object = None) -> list[int]:
         raise AssertionError("not used")
 
     def encode_text(self, text: str) -> list[int]:

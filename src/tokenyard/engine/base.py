@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from tokenyard.protocol.internal import ChatMessage, FinishReason
+from tokenyard.protocol.internal import ChatMessage, FinishReason, FunctionTool
+
+if TYPE_CHECKING:
+    from tokenyard.engine.guided import Guide
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     min_tokens: int = 0
     logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's plus k alternatives
+    prompt_logprobs: int | None = None  # the same for every prompt token after the first (costs the prefix cache)
+    guide: Guide | None = None  # constrained decoding: the output must match this schema or grammar
 
     @property
     def is_greedy(self) -> bool:
@@ -70,7 +75,10 @@ class GenerationOutput:
     num_output_tokens: int
     finish_reason: FinishReason | None = None
     token_ids: list[int] = field(default_factory=list)
+    # Logprobs of the tokens whose text is in `text` (a token's logprob waits while its text is held back).
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # on the first output; None for the first token
+    num_cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
 
 @dataclass
@@ -87,11 +95,17 @@ class EngineStats:
 class PromptTokenizer(Protocol):
     """Turns chat messages or text into token ids, with the model's own chat template."""
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+    def encode_chat(self, messages: Sequence[ChatMessage], tools: Sequence[FunctionTool] | None = None) -> list[int]:
+        """`tools`: functions to describe in the prompt (the template's way if it has one)."""
+        ...
 
     def encode_text(self, text: str) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes one token stands for (part of a character for a byte-fallback piece)."""
+        ...
 
 
 class GenerationEngine(Protocol):

@@ -61,6 +61,11 @@ class StopStringMatcher:
         self._held = ""
         self.stopped = False
 
+    @property
+    def num_held(self) -> int:
+        """Characters withheld because they might begin a stop string."""
+        return len(self._held)
+
     def feed(self, text: str) -> str:
         """Return the text that is safe to emit now; after a stop string completes, `stopped` is True."""
         if self.stopped:

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 
 from tokenyard.engine.base import EngineStats, GenerationOutput, PromptTokenizer, SamplingParams, TokenLogprob
+from tokenyard.engine.guided import GuideCompiler
 from tokenyard.engine.model_runner import ModelRunner
-from tokenyard.engine.sampling import make_generator, sample_batch
-from tokenyard.engine.scheduler import Scheduler, SchedulerPlan
+from tokenyard.engine.sampling import make_generator, prompt_logprobs, sample_batch
+from tokenyard.engine.scheduler import ScheduledChunk, Scheduler, SchedulerPlan
 from tokenyard.engine.sequence import Sequence, validate_request
 from tokenyard.engine.tokenizer import HFPromptTokenizer
 from tokenyard.errors import InvalidRequestError, TokenyardError, WorkerError
@@ -39,6 +40,7 @@ class _Request:
     outputs: asyncio.Queue[_Item]
     generator: torch.Generator
     aborted: bool = False
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # filled while the prompt runs, if asked
 
 
 class BatchingGenerationEngine:
@@ -58,6 +60,7 @@ class BatchingGenerationEngine:
         self.context_length = context_length
         self._runner, self._scheduler = runner, scheduler
         self._eos_ids = eos_token_ids
+        self._guides = GuideCompiler(tokenizer.hf_tokenizer, vocab_size=runner.vocab_size, eos_token_ids=eos_token_ids)
         self._cond = threading.Condition()
         self._requests: dict[str, _Request] = {}
         self._by_seq: dict[int, _Request] = {}
@@ -131,6 +134,7 @@ class BatchingGenerationEngine:
         if self._thread is None:
             raise RuntimeError("BatchingGenerationEngine.start() must be awaited before generate()")
         validate_request(prompt, params, vocab_size=self._runner.vocab_size, context_length=self.context_length)
+        guide = self._guides.matcher(params.guide) if params.guide is not None else None  # a 400 if invalid
         sequence = Sequence(
             request_id,
             prompt,
@@ -138,6 +142,7 @@ class BatchingGenerationEngine:
             decode=self._hf_tokenizer.decode,
             eos_token_ids=self._eos_ids,
             context_length=self.context_length,
+            guide=guide,
         )
         loop = asyncio.get_running_loop()
         request = _Request(sequence, loop, asyncio.Queue(), make_generator(params.seed, self._runner.device))
@@ -223,16 +228,29 @@ class BatchingGenerationEngine:
             self._record(len(outputs), time.monotonic() - started)
         for request, output in deliveries:
             if request is not None and not request.aborted:
+                if request.prompt_logprobs is not None and output.num_output_tokens == 1:
+                    output.prompt_logprobs = request.prompt_logprobs
                 _deliver(request, output)
 
     def _run(self, plan: SchedulerPlan) -> tuple[list[int], list[TokenLogprob | None]]:
         sampled = plan.sampled
         if not sampled:
-            self._runner.run(plan)
+            self._forward(plan)
             return [], []
-        logits = self._runner.run(plan)  # [N, V]
+        logits = self._forward(plan)  # [N, V]
         generators = [self._generator(chunk.seq) for chunk in sampled]
         return sample_batch(logits, [chunk.seq for chunk in sampled], generators)
+
+    def _forward(self, plan: SchedulerPlan) -> torch.Tensor:
+        """The runner's logits for the sampled chunks, keeping prompt logprobs for requests that asked."""
+        wanted = [chunk for chunk in plan.chunks if _wants_prompt_logprobs(chunk)]
+        if not wanted:
+            return self._runner.run(plan)
+        logits, prompt_logits = self._runner.run_with_prompt_logits(plan, wanted)
+        for chunk, first, rows in prompt_logits:
+            if (request := self._by_seq.get(id(chunk.seq))) is not None:
+                _keep_prompt_logprobs(request, first, rows)
+        return logits
 
     def _generator(self, seq: Sequence) -> torch.Generator:
         request = self._by_seq.get(id(seq))
@@ -265,6 +283,29 @@ class BatchingGenerationEngine:
             rate = produced / seconds
             previous = self._tokens_per_second
             self._tokens_per_second = rate if previous == 0 else (1 - _EMA_WEIGHT) * previous + _EMA_WEIGHT * rate
+
+
+def _wants_prompt_logprobs(chunk: ScheduledChunk) -> bool:
+    """True when the chunk computes prompt positions whose next token's logprob was asked for (or
+    finishes the prompt: the transformers fallback computes the whole prompt only then)."""
+    seq = chunk.seq
+    return (
+        seq.params.prompt_logprobs is not None
+        and not seq.output_token_ids
+        and (chunk.start < len(seq.prompt_token_ids) - 1 or chunk.sample)
+    )
+
+
+def _keep_prompt_logprobs(request: _Request, first: int, logits: torch.Tensor) -> None:
+    """Score prompt tokens first+1.. from the logits of positions first.. (recomputing one is harmless)."""
+    # logits: [S, V] for positions first .. first + S - 1
+    prompt, k = request.sequence.prompt_token_ids, request.sequence.params.prompt_logprobs or 0
+    if request.prompt_logprobs is None:
+        request.prompt_logprobs = [None] * len(prompt)  # the first token has no logprob
+    end = min(first + logits.shape[0], len(prompt) - 1)
+    if end > first:
+        scored = prompt_logprobs(logits[: end - first], prompt[first + 1 : end + 1], k)
+        request.prompt_logprobs[first + 1 : end + 1] = scored
 
 
 def _deliver(request: _Request, item: _Item) -> None:

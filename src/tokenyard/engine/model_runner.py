@@ -39,6 +39,13 @@ class ModelRunner(Protocol):
         """Logits [N, V] (float32) for the plan's sampled chunks, in plan order."""
         ...
 
+    def run_with_prompt_logits(
+        self, plan: SchedulerPlan, wanted: list[ScheduledChunk]
+    ) -> tuple[torch.Tensor, list[tuple[ScheduledChunk, int, torch.Tensor]]]:
+        """`run`, plus logits for every position of the `wanted` chunks (prompt logprobs):
+        (chunk, first position, logits [S, V]) for those the step computed."""
+        ...
+
 
 def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
     return 2 * num_layers * num_kv_heads * head_dim * torch.empty(0, dtype=dtype).element_size()
@@ -95,6 +102,23 @@ class LlamaRunner:
         hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
         return self.model.compute_logits(hidden[sample_rows])  # [N, V]
 
+    def run_with_prompt_logits(
+        self, plan: SchedulerPlan, wanted: list[ScheduledChunk]
+    ) -> tuple[torch.Tensor, list[tuple[ScheduledChunk, int, torch.Tensor]]]:
+        """`run`, plus the logits of every row of the `wanted` chunks; apart from `run` so that the
+        common path pays nothing for the rare request that asks for prompt logprobs."""
+        input_ids, positions, sample_rows = self._prepare(plan)
+        hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
+        first_rows = _first_rows(plan)
+        row_positions = positions.tolist()
+        extra = []
+        for chunk in wanted:
+            row = first_rows[id(chunk)]
+            # The rows must be laid out as `_prepare` lays them out; fail loudly if that ever changes.
+            assert row_positions[row] == chunk.start, "prompt-logprob rows out of step with _prepare"
+            extra.append((chunk, chunk.start, self.model.compute_logits(hidden[row : row + chunk.num_tokens])))
+        return self.model.compute_logits(hidden[sample_rows]), extra  # [N, V], [(chunk, start, [S, V])]
+
     def _prepare(self, plan: SchedulerPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flat inputs, decode tokens first; attention metadata goes to the backend."""
         decodes = [chunk for chunk in plan.chunks if chunk.num_tokens == 1]
@@ -150,6 +174,16 @@ class LlamaRunner:
         return torch.tensor(values, dtype=torch.long).to(self.device)
 
 
+def _first_rows(plan: SchedulerPlan) -> dict[int, int]:
+    """Each chunk's first row in `LlamaRunner._prepare`'s flat batch: one-token chunks, then the others."""
+    ordered = [c for c in plan.chunks if c.num_tokens == 1] + [c for c in plan.chunks if c.num_tokens > 1]
+    rows, row = {}, 0
+    for chunk in ordered:
+        rows[id(chunk)] = row
+        row += chunk.num_tokens
+    return rows
+
+
 class HFRunner:
     """Fallback for architectures without own code: a batched transformers forward, no KV cache."""
 
@@ -160,12 +194,30 @@ class HFRunner:
         self.num_blocks, self.block_size = num_blocks, BLOCK_SIZE
 
     def run(self, plan: SchedulerPlan) -> torch.Tensor:
+        return self._forward(plan)[:, -1].float()  # [N, V]
+
+    def run_with_prompt_logits(
+        self, plan: SchedulerPlan, wanted: list[ScheduledChunk]
+    ) -> tuple[torch.Tensor, list[tuple[ScheduledChunk, int, torch.Tensor]]]:
+        """`run`, plus every position's logits for the wanted chunks that are sampled (the whole
+        text is computed then; unfinished prompt chunks compute nothing here)."""
+        logits = self._forward(plan)  # [N, W, V], left-padded
+        sampled = plan.sampled
+        extra = []
+        for chunk in wanted:
+            row = next((i for i, c in enumerate(sampled) if c is chunk), None)
+            if row is not None:
+                extra.append((chunk, 0, logits[row, -(chunk.start + chunk.num_tokens) :].float()))
+        return logits[:, -1].float(), extra
+
+    def _forward(self, plan: SchedulerPlan) -> torch.Tensor:
+        """Logits [N, W, V] of the sampled sequences' whole texts, left-padded to the longest."""
         texts = [chunk.seq.all_token_ids[: chunk.start + chunk.num_tokens] for chunk in plan.sampled]
         if not texts:  # only unfinished prompt chunks: nothing to compute without a cache
-            return torch.empty(0, self.vocab_size, device=self.device)
+            return torch.empty(0, 1, self.vocab_size, device=self.device)
         width = max(len(text) for text in texts)
         ids = torch.tensor([[0] * (width - len(t)) + t for t in texts], device=self.device)  # [N, W], left-padded
         mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in texts], device=self.device)  # [N, W]
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [N, W]
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-        return out.logits[:, -1].float()  # [N, V]
+        return out.logits  # [N, W, V]

@@ -6,6 +6,8 @@ so a seeded request gives the same tokens whatever else the engine is running. T
 logits of shape [..., vocab] and scalar parameters. `sample_batch` is the batching engine's entry:
 one argmax for a batch of plain greedy requests (no per-row Python), otherwise per row penalties,
 logit bias, min_tokens, temperature/top-k/top-p/min-p and a draw from the row's own generator.
+Guided rows (constrained decoding, `engine.guided`) have their disallowed tokens masked first, so
+a greedy guided batch still takes the one-argmax path.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Protocol
 import torch
 
 from tokenyard.engine.base import SamplingParams, TokenLogprob
+from tokenyard.engine.guided import GuideMatcher, mask_guided_rows
 
 
 class SequenceLike(Protocol):
@@ -25,6 +28,7 @@ class SequenceLike(Protocol):
     params: SamplingParams
     prompt_token_ids: list[int]
     output_token_ids: list[int]
+    guide: GuideMatcher | None  # constrained decoding's state, for guided requests
 
     @property
     def eos_token_ids(self) -> Collection[int]: ...
@@ -112,7 +116,12 @@ def apply_penalties(
     if repetition != 1.0:
         seen = torch.tensor(sorted(set(prompt_ids) | set(output_ids)), dtype=torch.long, device=logits.device)
         picked = logits[seen]
-        logits[seen] = torch.where(picked > 0, picked / repetition, picked * repetition)
+        # A penalty outside the dtype's range (1e-200 is valid input) would round to 0, and -inf (a
+        # masked token) times 0 is NaN; bounded, boosted logits overflow at most to the largest float.
+        finfo = torch.finfo(logits.dtype)
+        bounded = min(max(repetition, finfo.tiny), finfo.max)
+        penalized = torch.where(picked > 0, picked / bounded, picked * bounded)
+        logits[seen] = penalized.clamp(max=finfo.max)
     if (presence or frequency) and output_ids:
         ids = torch.tensor(list(output_ids), dtype=torch.long, device=logits.device)
         counts = torch.bincount(ids, minlength=logits.shape[-1]).to(logits.dtype)  # [V]
@@ -151,18 +160,32 @@ def top_logprobs(logits: torch.Tensor, token: int, k: int) -> TokenLogprob:
     return TokenLogprob(token_id=token, logprob=float(logprobs[token]), top=alternatives)
 
 
+def prompt_logprobs(logits: torch.Tensor, next_tokens: Sequence[int], k: int) -> list[TokenLogprob]:
+    """Each prompt token's logprob under the logits of the position before it, with `k` alternatives."""
+    # logits: [S, V] for S consecutive positions; next_tokens: the S tokens that follow them
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # [S, V]
+    tokens = torch.tensor(list(next_tokens), dtype=torch.long, device=logits.device)  # [S]
+    chosen = logprobs.gather(-1, tokens[:, None]).squeeze(-1).tolist()  # [S]
+    tops: list[tuple[tuple[int, float], ...]] = [()] * len(chosen)
+    if k > 0:
+        top = torch.topk(logprobs, k, dim=-1)  # [S, k] each
+        tops = [tuple(zip(i, v, strict=True)) for i, v in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
+    return [TokenLogprob(t, lp, top_k) for t, lp, top_k in zip(next_tokens, chosen, tops, strict=True)]
+
+
 def sample_batch(
     logits: torch.Tensor, seqs: Sequence[SequenceLike], generators: Sequence[torch.Generator]
 ) -> tuple[list[int], list[TokenLogprob | None]]:
     """One token per row, each with its own parameters and random generator; logprobs where asked."""
     # logits: [N, V], float32
     params = [seq.params for seq in seqs]
+    masked = mask_guided_rows(logits, [seq.guide for seq in seqs])  # logprobs stay the model's own
     if all(p.is_greedy and not p.needs_logit_processing and p.logprobs is None for p in params):
-        return logits.argmax(dim=-1).tolist(), [None] * len(seqs)  # the common case: one op, one sync
+        return masked.argmax(dim=-1).tolist(), [None] * len(seqs)  # the common case: one op, one sync
     tokens, logprobs = [], []
-    for row, seq, generator in zip(logits, seqs, generators, strict=True):
+    for row, masked_row, seq, generator in zip(logits, masked, seqs, generators, strict=True):
         p = seq.params
-        processed = process_logits(row, seq) if p.needs_logit_processing else row
+        processed = process_logits(masked_row, seq) if p.needs_logit_processing else masked_row
         if p.is_greedy:
             token = int(processed.argmax())
         else:

@@ -177,9 +177,11 @@ class Scheduler:
         for seq in list(self.waiting):
             if budget == 0 or len(self.running) >= self.max_batch_size:
                 return
-            if manager.pending_prefix(seq):  # its prefix is being computed: share it next step
+            # Prompt logprobs need every prompt position computed, so such requests reuse no cached prefix.
+            reuse = seq.params.prompt_logprobs is None
+            if reuse and manager.pending_prefix(seq):  # its prefix is being computed: share it next step
                 continue
-            cached = manager.match_prefix(seq)
+            cached = manager.match_prefix(seq) if reuse else 0
             count = min(seq.num_tokens - seq.num_computed_tokens, budget)
             if not manager.can_allocate(seq, seq.num_computed_tokens + count):
                 manager.deallocate(seq)  # the cache is full: it waits, in order

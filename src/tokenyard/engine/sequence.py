@@ -2,20 +2,26 @@
 
 After nano-vllm's `Sequence`: plain state plus the rules for when a request is done. An engine samples
 a token, calls `append_token`, and streams the `GenerationOutput` it gets back. The stopping rules (EOS
-unless `ignore_eos`, stop token ids, stop strings, `max_tokens`, the context length) live here once, so
-every engine stops requests identically. The batching engine's scheduler also keeps its bookkeeping
-here: how many of the tokens have KV computed, and which cache blocks hold them. No torch, no threads.
+unless `ignore_eos`, stop token ids, stop strings, `max_tokens`, the context length, a guided request's
+completed grammar) live here once, so every engine stops requests identically. The batching engine's
+scheduler also keeps its bookkeeping here: how many of the tokens have KV computed, and which cache
+blocks hold them. No torch, no threads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from collections.abc import Sequence as Seq
+from typing import TYPE_CHECKING
 
 from tokenyard.engine.base import GenerationOutput, SamplingParams, TokenLogprob
 from tokenyard.engine.detokenizer import Decode, IncrementalDetokenizer, StopStringMatcher
+from tokenyard.engine.logprobs import LogprobHoldback
 from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
 from tokenyard.protocol.internal import FinishReason
+
+if TYPE_CHECKING:
+    from tokenyard.engine.guided import GuideMatcher
 
 
 def validate_request(prompt: Seq[int], params: SamplingParams, *, vocab_size: int, context_length: int) -> None:
@@ -56,6 +62,7 @@ class Sequence:
         decode: Decode,
         eos_token_ids: Collection[int],
         context_length: int,
+        guide: GuideMatcher | None = None,
     ) -> None:
         self.request_id = request_id
         self.prompt_token_ids = list(prompt_token_ids)
@@ -66,6 +73,9 @@ class Sequence:
         self._context_length = context_length
         self._detokenizer = IncrementalDetokenizer(decode, self.prompt_token_ids)
         self._stop_matcher = StopStringMatcher(params.stop)
+        self._logprobs = LogprobHoldback()
+        self.guide = guide  # constrained decoding: advanced with every token, ends the request when complete
+        self._guide_complete = False
         # Scheduler bookkeeping: KV exists for all_token_ids[:num_computed_tokens], in block_table's blocks.
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0  # of those, how many came from the prefix cache
@@ -104,8 +114,19 @@ class Sequence:
             num_output_tokens=len(self.output_token_ids),
             finish_reason=self.finish_reason,
             token_ids=[token],
-            logprobs=[logprob] if logprob is not None else None,
+            logprobs=self._released_logprobs(logprob, text) if logprob is not None else None,
+            num_cached_tokens=min(self.num_cached_tokens, len(self.prompt_token_ids)),
         )
+
+    def _released_logprobs(self, logprob: TokenLogprob, text: str) -> list[TokenLogprob]:
+        """The logprobs of the tokens whose text is streamed now (see `engine.logprobs`)."""
+        self._logprobs.add(logprob)
+        if self.finish_reason is None:
+            return self._logprobs.advance(text, self._stop_matcher.num_held)
+        cut = self._stop_matcher.stopped
+        # EOS or a stop id, which has no text (a completed grammar ends on a token that has text)
+        stopping_token = self.finish_reason == "stop" and not cut and not self._guide_complete
+        return self._logprobs.finish(text, stopping_token=stopping_token, cut_at_stop_string=cut)
 
     def _advance(self, token: int) -> tuple[FinishReason | None, str]:
         params, matcher = self.params, self._stop_matcher
@@ -113,9 +134,12 @@ class Sequence:
         stops = token in params.stop_token_ids or (token in self._eos_token_ids and not params.ignore_eos)
         if may_stop and stops:
             return "stop", self._drain()  # the stopping token itself is not part of the text
+        self._guide_complete = self.guide is not None and self.guide.advance(token)
         text = matcher.feed(self._detokenizer.add([token]))
         if matcher.stopped:
             return "stop", text
+        if self._guide_complete:  # nothing but EOS may follow: end here rather than spend a step on it
+            return "stop", text + self._drain()
         if len(self.output_token_ids) >= params.max_tokens or self.num_tokens >= self._context_length:
             text += self._drain()
             return ("stop" if matcher.stopped else "length"), text

@@ -11,12 +11,15 @@ prompt (a BOS token for Llama-2/3 style tokenizers, nothing for GPT-2/SmolLM sty
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tokenyard.engine.tool_prompt import template_messages, template_supports_tools
 from tokenyard.errors import InvalidRequestError
-from tokenyard.protocol.internal import ChatMessage
+from tokenyard.protocol.internal import ChatMessage, FunctionTool
 
 
 class HFPromptTokenizer:
@@ -24,6 +27,9 @@ class HFPromptTokenizer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.hf_tokenizer = tokenizer
+        self._special_ids = set(getattr(tokenizer, "all_special_ids", ()))
+        self._byte_level: bool | None = None  # found on first use: reading the vocabulary takes a while
+        self._bytes_cache: dict[int, bytes] = {}
 
     @classmethod
     def from_folder(cls, folder: Path) -> HFPromptTokenizer:
@@ -35,8 +41,9 @@ class HFPromptTokenizer:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.hf_tokenizer, "chat_template", None))
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Render `messages` with the model's chat template, ending with the assistant's turn prefix."""
+    def encode_chat(self, messages: Sequence[ChatMessage], tools: Sequence[FunctionTool] | None = None) -> list[int]:
+        """Render `messages` (and `tools`, see `engine.tool_prompt`) with the model's chat template,
+        ending with the assistant's turn prefix."""
         if not self.has_chat_template:
             raise InvalidRequestError(
                 "this model has no chat template; use /v1/completions with a plain prompt instead",
@@ -46,9 +53,12 @@ class HFPromptTokenizer:
             raise InvalidRequestError("messages must contain at least one message", param="messages")
         from jinja2 import TemplateError
 
+        native = template_supports_tools(self.hf_tokenizer.chat_template)
+        rendered, template_tools = template_messages(messages, tools, native=native)
         try:
             encoded = self.hf_tokenizer.apply_chat_template(
-                [_message_dict(message) for message in messages],
+                rendered,
+                tools=template_tools,
                 add_generation_prompt=True,
                 tokenize=True,
                 return_dict=True,  # a BatchEncoding in transformers 4 and 5 alike
@@ -67,16 +77,58 @@ class HFPromptTokenizer:
         """Text of `token_ids` without special tokens; bytes of a cut character show as U+FFFD."""
         return str(self.hf_tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes one token stands for, as OpenAI's logprobs `bytes` report them.
+
+        Decoding a lone token cannot give them: a piece of a multi-byte character decodes to U+FFFD.
+        So the token's vocabulary entry is read instead: `<0xE4>` byte-fallback pieces (SentencePiece),
+        byte-level BPE symbols mapped back to their bytes (GPT-2 style), or the piece's own text.
+        """
+        cached = self._bytes_cache.get(token_id)
+        if cached is None:
+            cached = self._bytes_cache[token_id] = self._token_bytes(token_id)
+        return cached
+
+    def _token_bytes(self, token_id: int) -> bytes:
+        piece = str(self.hf_tokenizer.convert_ids_to_tokens(token_id))
+        if token_id in self._special_ids:
+            return piece.encode()
+        if match := _BYTE_FALLBACK.fullmatch(piece):
+            return bytes([int(match[1], 16)])
+        if self._byte_level is None:
+            self._byte_level = _is_byte_level(self.hf_tokenizer)
+        if self._byte_level and all(char in _BYTE_DECODER for char in piece):
+            return bytes(_BYTE_DECODER[char] for char in piece)
+        return piece.replace("\u2581", " ").encode()  # SentencePiece's word-boundary mark is a space
+
     def eos_token_ids(self) -> set[int]:
         eos = getattr(self.hf_tokenizer, "eos_token_id", None)
         return {int(eos)} if eos is not None else set()
 
 
-def _message_dict(message: ChatMessage) -> dict[str, str]:
-    entry = {"role": message.role, "content": message.content}
-    if message.name is not None:  # templates that support `name` test for the key, not its value
-        entry["name"] = message.name
-    return entry
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters, which byte-level BPE vocabularies use."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping, extra = {b: chr(b) for b in printable}, 0
+    for byte in range(256):
+        if byte not in mapping:
+            mapping[byte] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+_BYTE_DECODER = {char: byte for byte, char in _byte_to_unicode().items()}
+
+
+def _is_byte_level(tokenizer: Any) -> bool:
+    """True when the tokenizer's decoder is byte-level BPE (its pieces are GPT-2's byte characters)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    return '"ByteLevel"' in json.dumps(json.loads(backend.to_str()).get("decoder"))
 
 
 def _as_id_list(ids: Sequence[int]) -> list[int]:

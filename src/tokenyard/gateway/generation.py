@@ -9,16 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tokenyard.errors import InvalidRequestError, WorkerError
 from tokenyard.gateway.failover import with_failover
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.streaming import merge_streams
 from tokenyard.gateway.worker_client import GenerationStream, WorkerClient
-from tokenyard.protocol.internal import DispatchResponse, GenerateChunk, GenerateRequest, ResumeState, SamplingOptions
+from tokenyard.protocol.internal import (
+    DispatchResponse,
+    GenerateChunk,
+    GenerateRequest,
+    ResumeState,
+    SamplingOptions,
+    TokenLogprobs,
+)
 from tokenyard.protocol.openai import SamplingFields, Usage, unsupported_fields
 
 logger = logging.getLogger(__name__)
@@ -28,14 +35,25 @@ def new_request_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+_WHY_UNSUPPORTED = {
+    "suffix": "'suffix' needs a model trained for infill (fill-in-the-middle); the models served here are not.",
+}
+
+
 def refuse_unsupported(body: SamplingFields) -> None:
     """A 400 naming the first field tokenyard cannot honour yet, instead of ignoring it."""
     for name in unsupported_fields(body):
-        raise InvalidRequestError(f"'{name}' is not supported by this server yet.", param=name)
+        message = _WHY_UNSUPPORTED.get(name, f"'{name}' is not supported by this server yet.")
+        raise InvalidRequestError(message, param=name)
 
 
-def sampling_options(body: SamplingFields, max_tokens: int | None, choice: int) -> SamplingOptions:
-    """OpenAI's fields with OpenAI's defaults; a seed is offset per choice so n>1 choices differ."""
+def sampling_options(
+    body: SamplingFields, max_tokens: int | None, choice: int, *, logprobs: int | None = None
+) -> SamplingOptions:
+    """OpenAI's fields with OpenAI's defaults; a seed is offset per choice so n>1 choices differ.
+
+    `logprobs`: None, or how many alternatives to report with each generated token.
+    """
     top_k = body.top_k if body.top_k is not None and body.top_k > 0 else 0
     return SamplingOptions(
         max_tokens=max_tokens,
@@ -52,6 +70,7 @@ def sampling_options(body: SamplingFields, max_tokens: int | None, choice: int) 
         repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
         logit_bias=logit_bias(body.logit_bias),
         min_tokens=body.min_tokens or 0,
+        logprobs=logprobs,
     )
 
 
@@ -71,10 +90,39 @@ def logit_bias(value: dict[str, float] | None) -> dict[int, float]:
 
 @dataclass
 class ChoiceResult:
+    """One choice's stream summed up: its text (non-streamed answers only) and its usage."""
+
     text: str = ""
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None  # from the first chunk: a resumed stream's worker would count its own
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprobs] | None = None
+    prompt_text: str | None = None
+
+    def count(self, chunk: GenerateChunk) -> None:
+        """Usage only: what a stream keeps of each chunk."""
+        self.prompt_tokens = chunk.prompt_tokens
+        self.completion_tokens = chunk.completion_tokens
+        if self.cached_tokens is None:
+            self.cached_tokens = chunk.cached_tokens
+
+    def add(self, chunk: GenerateChunk) -> None:
+        """Everything: text, logprobs, the prompt's echo, usage."""
+        self.count(chunk)
+        self.text += chunk.text
+        self.finish_reason = chunk.finish_reason or self.finish_reason
+        self.logprobs += chunk.logprobs or []
+        if self.prompt_text is None:
+            self.prompt_text = chunk.prompt_text
+        if self.prompt_logprobs is None:
+            self.prompt_logprobs = chunk.prompt_logprobs
+
+    @property
+    def cumulative_logprob(self) -> float:
+        """The sum of the tokens' logprobs: how best_of ranks candidates, as OpenAI does."""
+        return sum(entry.logprob or 0.0 for entry in self.logprobs)
 
 
 class GenerationService:
@@ -131,16 +179,22 @@ class GenerationService:
         results = [ChoiceResult() for _ in streams]
         async with aclosing(self.merged(streams)) as merged:
             async for index, chunk in merged:
-                result = results[index]
-                result.text += chunk.text
-                result.prompt_tokens = chunk.prompt_tokens
-                result.completion_tokens = chunk.completion_tokens
-                result.finish_reason = chunk.finish_reason or result.finish_reason
+                results[index].add(chunk)
         return results
 
 
-def usage_of(prompt_tokens_by_prompt: dict[int, int], completion_tokens: int) -> Usage:
-    return Usage.of(sum(prompt_tokens_by_prompt.values()), completion_tokens)
+def usage_of(results: Sequence[ChoiceResult], choices_per_prompt: int) -> Usage:
+    """OpenAI's usage: each prompt counted once, every generated token (all best_of candidates too).
+
+    Results come grouped by prompt. A prompt's cached tokens are the fewest any of its choices
+    reported: its choices share one prefill, so the others' hits on it are not the client's saving.
+    """
+    groups = [results[i : i + choices_per_prompt] for i in range(0, len(results), choices_per_prompt)]
+    return Usage.of(
+        sum(group[0].prompt_tokens for group in groups),
+        sum(result.completion_tokens for result in results),
+        sum(min(result.cached_tokens or 0 for result in group) for group in groups),
+    )
 
 
 class ResumingStream:

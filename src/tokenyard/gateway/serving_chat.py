@@ -8,7 +8,9 @@ from contextlib import aclosing
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from tokenyard.errors import InvalidRequestError
 from tokenyard.gateway.generation import (
+    ChoiceResult,
     GenerationService,
     ResumingStream,
     new_request_id,
@@ -16,8 +18,11 @@ from tokenyard.gateway.generation import (
     sampling_options,
     usage_of,
 )
+from tokenyard.gateway.logprobs import chat_logprobs
 from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
-from tokenyard.protocol.internal import ChatMessage, GenerateRequest
+from tokenyard.gateway.structured import ToolPlan, plan_request, worker_messages
+from tokenyard.gateway.tool_output import ToolCallStream, tool_message, without_nulls
+from tokenyard.protocol.internal import GenerateRequest
 from tokenyard.protocol.openai import (
     ChatChoice,
     ChatChunkChoice,
@@ -29,7 +34,17 @@ from tokenyard.protocol.openai import (
 from tokenyard.protocol.openai import (
     ChatMessage as ResponseMessage,
 )
+from tokenyard.protocol.tool_calls import ToolMode
 from tokenyard.web import ClosingStreamingResponse
+
+
+def requested_logprobs(body: ChatCompletionRequest) -> int | None:
+    """How many alternatives to report per token (None: no logprobs); `top_logprobs` needs `logprobs`."""
+    if not body.logprobs:
+        if body.top_logprobs is not None:
+            raise InvalidRequestError("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
+        return None
+    return body.top_logprobs or 0
 
 
 class ChatServing:
@@ -38,29 +53,42 @@ class ChatServing:
 
     async def create(self, body: ChatCompletionRequest, raw: Request) -> JSONResponse | StreamingResponse:
         refuse_unsupported(body)
+        requested_logprobs(body)  # refuses top_logprobs without logprobs before anything runs
+        plan = plan_request(body)  # response_format and tools: refused here if inconsistent
         completion_id = new_request_id("chatcmpl")
-        requests = self._worker_requests(body, completion_id)
+        requests = self._worker_requests(body, completion_id, plan)
         if body.stream:
             streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = self._stream(body.model, completion_id, streams, include_usage)
+            events = self._stream(body.model, completion_id, streams, include_usage, plan.mode)
             return ClosingStreamingResponse(events, media_type="text/event-stream")
         # Watching for the client from the start: it may leave while the first token is awaited.
         results = await cancel_on_disconnect(raw, self.service.run(body.model, requests))
+        answers = [self._message(r.text, r.finish_reason, plan.mode) for r in results]
         response = ChatCompletionResponse(
             id=completion_id,
             model=body.model,
             choices=[
-                ChatChoice(index=i, message=ResponseMessage(content=r.text), finish_reason=r.finish_reason)  # type: ignore[arg-type]
+                ChatChoice(
+                    index=i,
+                    message=answers[i][0],
+                    logprobs=chat_logprobs(r.logprobs) if body.logprobs else None,
+                    finish_reason=answers[i][1],  # type: ignore[arg-type]
+                )
                 for i, r in enumerate(results)
             ],
-            usage=usage_of({0: results[0].prompt_tokens}, sum(r.completion_tokens for r in results)),
+            usage=usage_of(results, body.n),
         )
         return JSONResponse(response.model_dump())
 
     @staticmethod
-    def _worker_requests(body: ChatCompletionRequest, completion_id: str) -> list[GenerateRequest]:
-        messages = [ChatMessage(role=m.role, content=m.text(), name=m.name) for m in body.messages]
+    def _message(text: str, reason: str | None, mode: ToolMode | None) -> tuple[ResponseMessage, str | None]:
+        """The answer as a message: plain content, or in tool mode its calls (`gateway.tool_output`)."""
+        return (ResponseMessage(content=text), reason) if mode is None else tool_message(text, reason, mode)
+
+    @staticmethod
+    def _worker_requests(body: ChatCompletionRequest, completion_id: str, plan: ToolPlan) -> list[GenerateRequest]:
+        messages = worker_messages(body)
         max_tokens = body.max_completion_tokens or body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         return [
@@ -68,19 +96,27 @@ class ChatServing:
                 request_id=f"{completion_id}-{choice}",
                 model=body.model,
                 messages=messages,
-                sampling=sampling_options(body, max_tokens, choice),
+                tools=plan.prompt_tools,
+                sampling=sampling_options(body, max_tokens, choice, logprobs=requested_logprobs(body)).model_copy(
+                    update={"guide": plan.guide}
+                ),
                 max_tokens_param=param,
             )
             for choice in range(body.n)
         ]
 
     async def _stream(
-        self, model: str, completion_id: str, streams: list[ResumingStream], include_usage: bool
+        self,
+        model: str,
+        completion_id: str,
+        streams: list[ResumingStream],
+        include_usage: bool,
+        mode: ToolMode | None = None,
     ) -> AsyncIterator[str]:
         def chunk(choices: list[ChatChunkChoice], usage: object = None) -> str:
             data = ChatCompletionChunk(id=completion_id, model=model, choices=choices).model_dump()
             for choice in data["choices"]:
-                choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+                choice["delta"] = without_nulls(choice["delta"])
             if include_usage:
                 data["usage"] = usage
             else:
@@ -89,19 +125,28 @@ class ChatServing:
 
         for index in range(len(streams)):
             yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
-        prompt_tokens, completion = 0, [0] * len(streams)
+        counts = [ChoiceResult() for _ in streams]
+        tool_streams = [ToolCallStream(mode) if mode else None for _ in streams]
         try:
             async with aclosing(self.service.merged(streams)) as merged:
                 async for index, part in merged:
-                    prompt_tokens, completion[index] = part.prompt_tokens, part.completion_tokens
-                    if part.text:
-                        yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=part.text))])
+                    counts[index].count(part)
+                    tools = tool_streams[index]
+                    if part.text or part.logprobs:
+                        logprobs = chat_logprobs(part.logprobs) if part.logprobs is not None else None
+                        deltas = [ChatDelta(content=part.text)] if tools is None else tools.deltas(part.text)
+                        if not deltas and logprobs is not None:
+                            deltas = [ChatDelta()]
+                        for n, delta in enumerate(deltas):
+                            choice = ChatChunkChoice(index=index, delta=delta, logprobs=None if n else logprobs)
+                            yield chunk([choice])
                     if part.finish_reason is not None:
-                        yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=part.finish_reason)])
+                        reason = part.finish_reason if tools is None else tools.finish_reason(part.finish_reason)
+                        yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason)])  # type: ignore[arg-type]
         except Exception as exc:
             yield sse_error(exc)
             yield SSE_DONE
             return
         if include_usage:
-            yield chunk([], usage_of({0: prompt_tokens}, sum(completion)).model_dump())
+            yield chunk([], usage_of(counts, len(counts)).model_dump())
         yield SSE_DONE

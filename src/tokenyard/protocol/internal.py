@@ -8,7 +8,7 @@ next round of heartbeats (soft state) without any worker restarting.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -122,12 +122,39 @@ class RouteTable(BaseModel):
 # --- gateway <-> worker ----------------------------------------------------------------------
 
 
+class ToolCall(BaseModel):
+    """A function call an assistant turn made; `arguments` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class ChatMessage(BaseModel):
     """A chat turn with its content already flattened to text by the gateway."""
 
     role: str
     content: str
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, description="an assistant turn's calls")
+    tool_call_id: str | None = Field(default=None, description="a tool turn: the call it answers")
+
+
+class FunctionTool(BaseModel):
+    """A function offered to the model, rendered into the prompt (the chat template's, or ours)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict, description="JSON schema of the arguments")
+
+
+class GuideSpec(BaseModel):
+    """Constrained decoding: what the output must match, compiled on the worker (engine.guided)."""
+
+    kind: Literal["json_schema", "lark"]
+    source: str = Field(description="a JSON schema as JSON text, or a Lark grammar (llguidance's dialect)")
+    strict: bool = Field(default=True, description="json_schema: refuse keywords that cannot be enforced")
+    param: str = Field(default="response_format", description="the client's field a compile error names")
 
 
 class SamplingOptions(BaseModel):
@@ -148,6 +175,10 @@ class SamplingOptions(BaseModel):
     logit_bias: dict[int, float] = Field(default_factory=dict, description="token id -> bias added to its logit")
     min_tokens: int = Field(default=0, ge=0)
     logprobs: int | None = Field(default=None, ge=0, le=20, description="None: none; k: the token's and k alternatives")
+    prompt_logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="the same for the prompt's tokens (they bypass the prefix cache)"
+    )
+    guide: GuideSpec | None = Field(default=None, description="constrained decoding (response_format, tools)")
 
 
 class ResumeState(BaseModel):
@@ -174,6 +205,8 @@ class GenerateRequest(BaseModel):
         default="max_tokens", description="the client's field name, quoted back in context errors"
     )
     resume: ResumeState | None = None
+    tools: list[FunctionTool] | None = Field(default=None, description="functions to describe in the prompt")
+    echo: bool = Field(default=False, description="the first chunk carries the prompt's text (`prompt_text`)")
 
 
 FinishReason = Literal["stop", "length"]
@@ -187,6 +220,23 @@ class ErrorDetail(BaseModel):
     status_code: int = 500
 
 
+class LogprobEntry(BaseModel):
+    """A token as OpenAI's logprobs show it: its text, its log-probability and its raw UTF-8 bytes."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobs(BaseModel):
+    """One token's entry with the most likely alternatives at its position."""
+
+    token: str
+    logprob: float | None = Field(description="None only for a prompt's first token, which nothing predicts")
+    bytes: list[int]
+    top_logprobs: list[LogprobEntry] = Field(default_factory=list)
+
+
 class GenerateChunk(BaseModel):
     """One line of the worker's NDJSON stream: new text, and on the last line why it ended."""
 
@@ -195,6 +245,10 @@ class GenerateChunk(BaseModel):
     num_new_tokens: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = Field(default=0, description="prompt tokens served from the prefix cache")
+    logprobs: list[TokenLogprobs] | None = Field(default=None, description="for the tokens of `text`, if asked")
+    prompt_logprobs: list[TokenLogprobs] | None = Field(default=None, description="first chunk, if asked")
+    prompt_text: str | None = Field(default=None, description="first chunk, with `echo`: the prompt's text")
     finish_reason: FinishReason | None = None
     error: ErrorDetail | None = None
     keepalive: bool = Field(default=False, description="nothing new: the worker is alive, the engine busy")

@@ -67,12 +67,28 @@ class TextContentPart(_Request):
     text: str
 
 
+FUNCTION_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function and schema names
+
+
+class FunctionCallParam(_Request):
+    name: str
+    arguments: str = Field(description="the arguments as JSON text, as the model wrote them")
+
+
+class ToolCallParam(_Request):
+    """A call an earlier assistant turn made (sent back with the conversation)."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCallParam
+
+
 class ChatMessageParam(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextContentPart] | None = None
     name: str | None = None
-    tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = Field(default=None, description="role tool: the id of the call this answers")
+    tool_calls: list[ToolCallParam] | None = Field(default=None, description="role assistant: the calls it made")
 
     def text(self) -> str:
         """The content as one string: text parts joined, as chat templates expect."""
@@ -81,6 +97,69 @@ class ChatMessageParam(_Request):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+class ResponseFormatText(_Request):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(_Request):
+    """Any JSON object, enforced by constrained decoding."""
+
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(_Request):
+    name: str = Field(pattern=FUNCTION_NAME_PATTERN)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="a JSON schema; absent: any JSON object"
+    )
+    strict: bool | None = Field(
+        default=None, description="true: a schema keyword that cannot be enforced is a 400; else it is ignored"
+    )
+
+
+class ResponseFormatJsonSchema(_Request):
+    """JSON matching `json_schema.schema`, enforced by constrained decoding."""
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
+]
+
+
+class FunctionDefinition(_Request):
+    name: str = Field(pattern=FUNCTION_NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="a JSON schema of an object; absent: no arguments"
+    )
+    strict: bool | None = Field(
+        default=None, description="true: a schema keyword that cannot be enforced is a 400; else it is ignored"
+    )
+
+
+class ToolParam(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    """Force a call to this function."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class StreamOptions(_Request):
@@ -128,10 +207,12 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: Int | None = Field(default=None, ge=0, le=20)
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[ToolParam] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = Field(
+        default=None, description='default "auto" with tools, "none" without; see docs/api.md'
+    )
+    parallel_tool_calls: bool | None = Field(default=None, description="default true: several calls in one answer")
     store: bool | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
@@ -139,11 +220,12 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[Int] | list[list[Int]]
-    max_tokens: Int | None = Field(default=16, ge=1)
+    # OpenAI's default is 16; null means up to the context length; 0 only with echo (the prompt alone).
+    max_tokens: Int | None = Field(default=16, ge=0)
     echo: bool = False
     logprobs: Int | None = Field(default=None, ge=0, le=5)
     suffix: str | None = None
-    best_of: Int | None = Field(default=None, ge=1)
+    best_of: Int | None = Field(default=None, ge=1, le=20)
 
 
 EncodingFormat = Literal["float", "base64"]
@@ -160,14 +242,7 @@ class EmbeddingRequest(_Request):
 def unsupported_fields(request: BaseModel) -> list[str]:
     """Fields set to a value tokenyard cannot honour yet; the gateway refuses these with a 400."""
     neutral: dict[str, tuple[object, ...]] = {
-        "logprobs": (None, False, 0),
-        "top_logprobs": (None, 0),
-        "response_format": (None, {"type": "text"}),
-        "tools": (None, []),
-        "tool_choice": (None, "none", "auto"),
-        "echo": (False,),
         "suffix": (None, ""),
-        "best_of": (None, 1),
     }
     fields = type(request).model_fields
     return [name for name, allowed in neutral.items() if name in fields and getattr(request, name) not in allowed]
@@ -180,33 +255,66 @@ def _now() -> int:
     return int(time.time())
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(default=0, description="prompt tokens whose KV came from the prefix cache")
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
 
     @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+    def of(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Usage:
         return cls(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
         )
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="JSON text matching the function's parameters")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatChoiceLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+    refusal: list[ChatTokenLogprob] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessage
-    logprobs: None = None
+    logprobs: ChatChoiceLogprobs | None = None
     finish_reason: FinishReason | None
 
 
@@ -220,15 +328,30 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed call: the first has id, type and name (arguments ""), later ones arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta | None = None
+
+
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChatChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
@@ -242,10 +365,19 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
+class CompletionLogprobs(BaseModel):
+    """The legacy shape: parallel lists, one entry per token (the prompt's first has no logprob)."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None
 
 

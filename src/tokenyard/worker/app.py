@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenyard.config import WorkerConfig
-from tokenyard.engine.base import EmbeddingEngine, EngineStats, GenerationEngine, GenerationOutput
+from tokenyard.engine.base import EmbeddingEngine, EngineStats, GenerationEngine, GenerationOutput, PromptTokenizer
 from tokenyard.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -40,6 +40,7 @@ from tokenyard.protocol.internal import (
 )
 from tokenyard.web import ClosingStreamingResponse, ClusterAuthMiddleware, cluster_headers, install_error_handlers
 from tokenyard.worker.heartbeat import Heartbeat
+from tokenyard.worker.logprobs import generated_logprobs, prompt_logprobs
 from tokenyard.worker.outputs import EngineOutputs
 from tokenyard.worker.prompts import PreparedRequest, encode_prompt, prepare
 
@@ -113,17 +114,27 @@ class WorkerRuntime:
             await self.heartbeat.beat()
 
 
-def _chunk(output: GenerationOutput, prepared: PreparedRequest, first: bool = False) -> GenerateChunk:
+def _chunk(
+    output: GenerationOutput, prepared: PreparedRequest, tokenizer: PromptTokenizer, first: bool = False
+) -> GenerateChunk:
     """One NDJSON line; for a resumed request, counted as if the stream had never broken."""
     resumed = prepared.num_resumed_tokens
-    return GenerateChunk(
+    prompt_tokens = output.num_prompt_tokens - resumed
+    chunk = GenerateChunk(
         text=(prepared.unsent_text if first else "") + output.text,
         token_ids=list(output.token_ids),
         num_new_tokens=output.num_new_tokens,
-        prompt_tokens=output.num_prompt_tokens - resumed,
+        prompt_tokens=prompt_tokens,
         completion_tokens=output.num_output_tokens + resumed,
+        cached_tokens=min(output.num_cached_tokens, prompt_tokens),
         finish_reason=output.finish_reason,
+        prompt_text=prepared.prompt_text if first else None,
     )
+    if output.logprobs is not None:
+        chunk.logprobs = generated_logprobs(tokenizer, output.logprobs)
+    if output.prompt_logprobs is not None:
+        chunk.prompt_logprobs = prompt_logprobs(tokenizer, prepared.prompt_token_ids, output.prompt_logprobs)
+    return chunk
 
 
 KEEPALIVE_LINE = GenerateChunk(keepalive=True).model_dump_json() + "\n"
@@ -150,6 +161,7 @@ async def _stream_lines(
     """NDJSON lines, with keepalives while the engine is quiet; an engine failure mid-stream becomes
     a final error line, never a cut stream."""
     last, failed, sent_any = first, False, False
+    tokenizer = runtime.generation_engine().tokenizer
     try:
         while True:
             output = first if first is not None else await outputs.next()
@@ -158,7 +170,7 @@ async def _stream_lines(
                 yield KEEPALIVE_LINE
                 continue
             last = output
-            yield _chunk(output, prepared, first=not sent_any).model_dump_json() + "\n"
+            yield _chunk(output, prepared, tokenizer, first=not sent_any).model_dump_json() + "\n"
             sent_any = True
     except StopAsyncIteration:
         pass

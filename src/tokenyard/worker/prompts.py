@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenyard.engine.base import PromptTokenizer, SamplingParams
+from tokenyard.engine.guided import Guide
 from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
-from tokenyard.protocol.internal import GenerateRequest
+from tokenyard.protocol.internal import GenerateRequest, GuideSpec
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,12 @@ class PreparedRequest:
     params: SamplingParams
     num_resumed_tokens: int = 0  # generated before a resume; part of prompt_token_ids here
     unsent_text: str = ""  # text of the resumed tokens the client has not received yet
+    prompt_text: str | None = None  # with `echo`: the prompt as text, sent back in the first chunk
 
 
 def encode_prompt(request: GenerateRequest, tokenizer: PromptTokenizer) -> list[int]:
     if request.messages is not None:
-        return tokenizer.encode_chat(request.messages)
+        return tokenizer.encode_chat(request.messages, tools=request.tools)
     if request.prompt is not None:
         return tokenizer.encode_text(request.prompt)
     if request.prompt_token_ids is not None:
@@ -63,12 +65,28 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
         logit_bias=tuple(sorted(options.logit_bias.items())),
         min_tokens=options.min_tokens,
         logprobs=options.logprobs,
+        # A resumed stream's client already has the prompt's echo and logprobs from the first worker.
+        prompt_logprobs=None if resumed else options.prompt_logprobs,
+        guide=_guide(options.guide, resumed),
     )
     if not resumed:
-        return PreparedRequest(prompt_ids, params)
+        echoed = _prompt_text(request, tokenizer, prompt_ids) if request.echo else None
+        return PreparedRequest(prompt_ids, params, prompt_text=echoed)
     if len(resumed) >= max_tokens:
         raise InvalidRequestError("Nothing is left to generate after the resumed tokens.", param="resume")
     return PreparedRequest(prompt_ids + resumed, params, len(resumed), _unsent(tokenizer, request))
+
+
+def _prompt_text(request: GenerateRequest, tokenizer: PromptTokenizer, prompt_ids: list[int]) -> str:
+    """The prompt as the client wrote it, or decoded when it came as token ids."""
+    return request.prompt if request.prompt is not None else tokenizer.decode(prompt_ids)
+
+
+def _guide(spec: GuideSpec | None, resumed: list[int]) -> Guide | None:
+    """The engine's guide; after a resume its matcher first consumes the tokens already generated."""
+    if spec is None:
+        return None
+    return Guide(spec.kind, spec.source, strict=spec.strict, param=spec.param, generated=tuple(resumed))
 
 
 def _unsent(tokenizer: PromptTokenizer, request: GenerateRequest) -> str:
