@@ -21,6 +21,7 @@ import torch
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
 from tokenyard.engine.modeling.llama import LlamaModel, LlamaSpec, rope_table
 from tokenyard.engine.modeling.quant import quantize_linears
+from tokenyard.engine.modeling.threads import ThreadBudget, thread_linears
 from tokenyard.engine.modeling.weights import load_llama_weights, read_state_dict
 from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan
 
@@ -68,6 +69,10 @@ class LlamaRunner:
             torch.zeros(shape, dtype=dtype, device=device),
             scale=spec.head_dim**-0.5,
         )
+        self.threads: ThreadBudget | None = None
+        if device.type == "cpu":
+            self.threads = ThreadBudget(torch.get_num_threads())
+            thread_linears(model, self.threads)
 
     @classmethod
     def load(
@@ -121,6 +126,8 @@ class LlamaRunner:
 
     def _prepare(self, plan: SchedulerPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flat inputs, decode tokens first; attention metadata goes to the backend."""
+        if self.threads is not None:
+            self.threads.start_step(plan.num_tokens)
         decodes = [chunk for chunk in plan.chunks if chunk.num_tokens == 1]
         prefills = [chunk for chunk in plan.chunks if chunk.num_tokens > 1]
         ids = [chunk.seq.token_at(chunk.start) for chunk in decodes]
