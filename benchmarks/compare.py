@@ -49,6 +49,12 @@ def parse_args() -> argparse.Namespace:
         default=Path(os.environ.get("TOKENYARD_HOME", "~/.tokenyard")),
         help="tokenyard data folder holding the converted model (default: TOKENYARD_HOME).",
     )
+    parser.add_argument(
+        "--quantization",
+        default="int4",
+        choices=["none", "int8", "int4"],
+        help="tokenyard's --quantization; int4 (default) holds the same Q4_1 weights llama-server serves.",
+    )
     parser.add_argument("--worker-arg", action="append", default=[], help="Extra flag for `tokenyard worker`.")
     parser.add_argument("--output", type=Path, help="Result JSON (default: .cache/compare/compare-<time>.json).")
     return parser.parse_args()
@@ -112,7 +118,8 @@ def run_system(name: str, levels: list[tuple[int, int]], args: argparse.Namespac
         return results
     max_batch = ["--max-batch-size", str(max(c for c, _ in levels))]
     if name == "tokenyard":
-        server = tokenyard_server(log_dir, args.home.expanduser(), max_batch + args.worker_arg)
+        quantization = ["--quantization", args.quantization]
+        server = tokenyard_server(log_dir, args.home.expanduser(), max_batch + quantization + args.worker_arg)
     else:
         server = baseline_server(log_dir, args.home.expanduser())
     with running(server):
