@@ -28,6 +28,11 @@ from tokenyard.errors import TokenyardError
 logger = logging.getLogger(__name__)
 
 CLUSTER_TOKEN_HEADER = "x-tokenyard-cluster-token"
+# Seconds a server keeps an idle connection open: longer than httpx clients (ours, and the OpenAI SDK)
+# keep one in their pool (httpx's default keepalive_expiry, 5 s). Were both 5 s, as are uvicorn's and
+# httpx's defaults, a client could send a request on a pooled connection just as the server, its event
+# loop busy with other streams, closes it; the request then fails with a reset connection.
+KEEP_ALIVE_SECONDS = 30
 
 
 def error_response(error: TokenyardError) -> JSONResponse:
@@ -226,12 +231,16 @@ def serve_app(
     graceful_timeout: float | None = None,
 ) -> None:
     """Run one app until a signal stops it."""
-    config = uvicorn.Config(
+    GracefulServer(server_config(app, host, port, graceful_timeout), on_exit_signal).run()
+
+
+def server_config(app: ASGIApp, host: str, port: int, graceful_timeout: float | None = None) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=int(graceful_timeout) if graceful_timeout is not None else None,
         lifespan="on",
     )
-    GracefulServer(config, on_exit_signal).run()

@@ -10,6 +10,9 @@ so this test checks those itself against the chunk schemas.
 The cases come from schemathesis' Hypothesis strategies under a plain `@given` rather than from its
 pytest plugin's `from_fixture`, whose lazy loader relies on pytest internals (`Function._nodeid`)
 that pytest 9.2 no longer has. Generation is derandomized, so every run sends the same cases.
+
+Schemathesis reads only the first 20 events of a stream unless told otherwise; this test reads
+streams whole (up to MAX_STREAM_EVENTS), since a stream cut short has no `[DONE]` to check.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ from tokenyard.protocol.openai import ChatCompletionChunk, CompletionResponse, E
 # Enough tokens to exercise generation, few enough that each generated request returns at once on
 # the tiny model. OpenAI has no such cap, so the test bounds its cases rather than the schema.
 MAX_GENERATED_TOKENS = 4
+# Events read from one stream: more than the capped cases send (n up to 128 choices of a few prompts,
+# each a few tokens). Schemathesis' default of 20 cut any longer stream before its `[DONE]`, which
+# failed the check at random: a choice's token that is only part of a UTF-8 character sends no
+# event, so the same request sends a varying number of events.
+MAX_STREAM_EVENTS = 100_000
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -59,10 +67,11 @@ class Operation:
     chunk: type[BaseModel] | None = None
 
 
+COMPLETIONS = Operation("POST", "/v1/completions", CHAT_MODEL, CompletionResponse)
 OPERATIONS = [
     Operation("GET", "/v1/models"),
     Operation("POST", "/v1/chat/completions", CHAT_MODEL, ChatCompletionChunk),
-    Operation("POST", "/v1/completions", CHAT_MODEL, CompletionResponse),
+    COMPLETIONS,
     Operation("POST", "/v1/embeddings", EMBEDDING_MODEL),
 ]
 EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 30}
@@ -86,7 +95,8 @@ class Steering:
 
 @pytest.fixture(scope="module")
 def gateway_schema(cluster: Cluster) -> Any:
-    return schemathesis.openapi.from_url(f"{cluster.gateway_url}/openapi.json")
+    config = schemathesis.Config.from_dict({"max-stream-events": MAX_STREAM_EVENTS})
+    return schemathesis.openapi.from_url(f"{cluster.gateway_url}/openapi.json", config=config)
 
 
 def cap_generation(body: dict[str, Any]) -> None:
@@ -119,9 +129,12 @@ def prepare(case: schemathesis.Case, operation: Operation, mode: GenerationMode,
         case.body["stream"] = True
 
 
-def check_event_stream(text: str, chunk: type[BaseModel]) -> None:
+def check_event_stream(response: schemathesis.Response, chunk: type[BaseModel]) -> None:
     """Every event a chunk (or, last, an error), then exactly one `[DONE]`, at the end."""
+    text = response.text
     events = [line.removeprefix("data: ") for line in text.split("\n\n") if line]
+    # Cut short by the request timeout or the event cap: the stream's end was never read.
+    assert not response.stream_cut_short, f"stopped reading the stream after {len(events)} events"
     assert events and events[-1] == "[DONE]", text[-300:]
     assert all(line.startswith("data: ") for line in text.split("\n\n") if line), text[:300]
     for event in events[:-1]:
@@ -145,10 +158,19 @@ def test_gateway_matches_its_openapi_schema(gateway_schema: Any, operation: Oper
     )
     def conforms(case: schemathesis.Case, steering: Steering) -> None:
         prepare(case, operation, mode, steering)
-        response = case.call_and_validate(checks=CHECKS, timeout=30)
-        if operation.chunk is not None and response.headers.get("content-type", [""])[0].startswith(
-            "text/event-stream"
-        ):
-            check_event_stream(response.text, operation.chunk)
+        call_and_check(case, operation)
 
     conforms()
+
+
+def call_and_check(case: schemathesis.Case, operation: Operation) -> None:
+    response = case.call_and_validate(checks=CHECKS, timeout=30)
+    if operation.chunk is not None and response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
+        check_event_stream(response, operation.chunk)
+
+
+def test_a_long_stream_is_read_to_its_end(gateway_schema: Any) -> None:
+    """More events than schemathesis reads by default: 25 choices of one token each send at least
+    25 events (each choice's finish), then `[DONE]`."""
+    body = {"model": CHAT_MODEL, "prompt": "0", "n": 25, "max_tokens": 1, "stream": True}
+    call_and_check(gateway_schema[COMPLETIONS.path][COMPLETIONS.method].Case(body=body), COMPLETIONS)
