@@ -119,6 +119,15 @@ def test_streamed_echo_comes_first(client: OpenAI) -> None:
     assert text.startswith("Once") and len(text) > len("Once")
 
 
+@pytest.mark.parametrize("ids", [[5, -1], [5, 2**40], [5, 10**30]])
+def test_echo_of_token_ids_the_tokenizer_cannot_take_is_a_400(client: OpenAI, ids: list[int]) -> None:
+    """Found by schemathesis: echo decoded such ids before the engine's check, and got a 500."""
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.completions.create(model=CHAT_MODEL, prompt=ids, max_tokens=2, echo=True, stream=stream)
+        assert raised.value.body["param"] == "prompt"  # type: ignore[index]
+
+
 def test_best_of_returns_n_and_counts_every_candidate(client: OpenAI) -> None:
     completion = client.completions.create(
         model=CHAT_MODEL, prompt="Once upon a time", max_tokens=5, best_of=3, n=1, extra_body={"ignore_eos": True}

@@ -79,7 +79,14 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
 
 def _prompt_text(request: GenerateRequest, tokenizer: PromptTokenizer, prompt_ids: list[int]) -> str:
     """The prompt as the client wrote it, or decoded when it came as token ids."""
-    return request.prompt if request.prompt is not None else tokenizer.decode(prompt_ids)
+    if request.prompt is not None:
+        return request.prompt
+    try:
+        return tokenizer.decode(prompt_ids)
+    except (OverflowError, ValueError, TypeError, IndexError) as exc:
+        # Ids the tokenizer cannot even take (negative, past 32 bits) fail here, before the engine
+        # would refuse every id outside the vocabulary by its value.
+        raise InvalidRequestError(f"the prompt's token ids are outside the vocabulary: {exc}", param="prompt") from exc
 
 
 def _guide(spec: GuideSpec | None, resumed: list[int]) -> Guide | None:
