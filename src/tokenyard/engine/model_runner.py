@@ -114,13 +114,9 @@ class LlamaRunner:
         common path pays nothing for the rare request that asks for prompt logprobs."""
         input_ids, positions, sample_rows = self._prepare(plan)
         hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
-        first_rows = _first_rows(plan)
-        row_positions = positions.tolist()
         extra = []
         for chunk in wanted:
-            row = first_rows[id(chunk)]
-            # The rows must be laid out as `_prepare` lays them out; fail loudly if that ever changes.
-            assert row_positions[row] == chunk.start, "prompt-logprob rows out of step with _prepare"
+            row = self._first_row[id(chunk)]
             extra.append((chunk, chunk.start, self.model.compute_logits(hidden[row : row + chunk.num_tokens])))
         return self.model.compute_logits(hidden[sample_rows]), extra  # [N, V], [(chunk, start, [S, V])]
 
@@ -132,20 +128,21 @@ class LlamaRunner:
         prefills = [chunk for chunk in plan.chunks if chunk.num_tokens > 1]
         ids = [chunk.seq.token_at(chunk.start) for chunk in decodes]
         positions = [chunk.start for chunk in decodes]
-        last_row: dict[int, int] = {id(chunk): row for row, chunk in enumerate(decodes)}
+        first_row: dict[int, int] = {id(chunk): row for row, chunk in enumerate(decodes)}
         chunks = []
         for chunk in prefills:
+            first_row[id(chunk)] = len(ids)
             chunks.append(self._prefill_chunk(chunk, len(ids)))
             ids.extend(chunk.seq.all_token_ids[chunk.start : chunk.start + chunk.num_tokens])
             positions.extend(range(chunk.start, chunk.start + chunk.num_tokens))
-            last_row[id(chunk)] = len(ids) - 1
+        self._first_row = first_row  # each chunk's first row in the flat batch, for prompt logprobs
         slot_mapping = [self._slot(chunk.seq.block_table, pos) for chunk in decodes for pos in (chunk.start,)]
         slot_mapping += [int(s) for c in chunks for s in c.slots[-c.length :].tolist()]
         meta = AttentionMetadata(slot_mapping=self._tensor(slot_mapping), num_decode=len(decodes), prefills=chunks)
         if decodes:
             meta.decode_slots, meta.decode_mask = self._decode_slots(decodes)
         self.attention.meta = meta
-        rows = [last_row[id(chunk)] for chunk in plan.chunks if chunk.sample]
+        rows = [first_row[id(chunk)] + chunk.num_tokens - 1 for chunk in plan.chunks if chunk.sample]
         return self._tensor(ids), self._tensor(positions), self._tensor(rows)
 
     def _slot(self, block_table: list[int], position: int) -> int:
@@ -179,16 +176,6 @@ class LlamaRunner:
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long).to(self.device)
-
-
-def _first_rows(plan: SchedulerPlan) -> dict[int, int]:
-    """Each chunk's first row in `LlamaRunner._prepare`'s flat batch: one-token chunks, then the others."""
-    ordered = [c for c in plan.chunks if c.num_tokens == 1] + [c for c in plan.chunks if c.num_tokens > 1]
-    rows, row = {}, 0
-    for chunk in ordered:
-        rows[id(chunk)] = row
-        row += chunk.num_tokens
-    return rows
 
 
 class HFRunner:

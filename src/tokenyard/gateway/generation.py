@@ -22,6 +22,7 @@ from tokenyard.protocol.internal import (
     DispatchResponse,
     GenerateChunk,
     GenerateRequest,
+    GuideSpec,
     ResumeState,
     SamplingOptions,
     TokenLogprobs,
@@ -48,11 +49,17 @@ def refuse_unsupported(body: SamplingFields) -> None:
 
 
 def sampling_options(
-    body: SamplingFields, max_tokens: int | None, choice: int, *, logprobs: int | None = None
+    body: SamplingFields,
+    max_tokens: int | None,
+    choice: int,
+    *,
+    logprobs: int | None = None,
+    guide: GuideSpec | None = None,
 ) -> SamplingOptions:
     """OpenAI's fields with OpenAI's defaults; a seed is offset per choice so n>1 choices differ.
 
-    `logprobs`: None, or how many alternatives to report with each generated token.
+    `logprobs`: None, or how many alternatives to report with each generated token. `guide`: the
+    constrained-decoding spec for response_format and tools (`gateway.structured`).
     """
     top_k = body.top_k if body.top_k is not None and body.top_k > 0 else 0
     return SamplingOptions(
@@ -71,6 +78,7 @@ def sampling_options(
         logit_bias=logit_bias(body.logit_bias),
         min_tokens=body.min_tokens or 0,
         logprobs=logprobs,
+        guide=guide,
     )
 
 

@@ -53,10 +53,10 @@ class ChatServing:
 
     async def create(self, body: ChatCompletionRequest, raw: Request) -> JSONResponse | StreamingResponse:
         refuse_unsupported(body)
-        requested_logprobs(body)  # refuses top_logprobs without logprobs before anything runs
+        logprobs = requested_logprobs(body)  # refuses top_logprobs without logprobs before anything runs
         plan = plan_request(body)  # response_format and tools: refused here if inconsistent
         completion_id = new_request_id("chatcmpl")
-        requests = self._worker_requests(body, completion_id, plan)
+        requests = self._worker_requests(body, completion_id, plan, logprobs)
         if body.stream:
             streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -87,7 +87,9 @@ class ChatServing:
         return (ResponseMessage(content=text), reason) if mode is None else tool_message(text, reason, mode)
 
     @staticmethod
-    def _worker_requests(body: ChatCompletionRequest, completion_id: str, plan: ToolPlan) -> list[GenerateRequest]:
+    def _worker_requests(
+        body: ChatCompletionRequest, completion_id: str, plan: ToolPlan, logprobs: int | None
+    ) -> list[GenerateRequest]:
         messages = worker_messages(body)
         max_tokens = body.max_completion_tokens or body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
@@ -97,9 +99,7 @@ class ChatServing:
                 model=body.model,
                 messages=messages,
                 tools=plan.prompt_tools,
-                sampling=sampling_options(body, max_tokens, choice, logprobs=requested_logprobs(body)).model_copy(
-                    update={"guide": plan.guide}
-                ),
+                sampling=sampling_options(body, max_tokens, choice, logprobs=logprobs, guide=plan.guide),
                 max_tokens_param=param,
             )
             for choice in range(body.n)
