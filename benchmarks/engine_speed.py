@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/engine_speed.py --concurrency 1 16 64 --max-tokens 128 [--dtype bfloat16]
         [--quantization int8] [--model smollm2-135m-instruct] [--threads N]
+        [--device cuda [--enforce-eager] --rounds 2]
 
 Each concurrency level runs `concurrency` chat requests at once (distinct prompts, greedy, EOS ignored,
 so every request produces exactly --max-tokens tokens) after one warm-up request, and prints output
-tokens per second over the whole run, and time to first token p50. For where a step's time goes,
-see benchmarks/step_profile.py.
+tokens per second over the whole run, and time to first token p50. With --rounds N each level runs
+N times and the last round is reported (on CUDA the first round captures the decode graphs each
+batch size needs). For where a step's time goes, see benchmarks/step_profile.py.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ async def main(args: argparse.Namespace) -> None:
         max_batch_size=max(args.concurrency),
         batch_wait_timeout=args.batch_wait_timeout,
         kv_cache_memory=1.0,
+        enforce_eager=args.enforce_eager,
     )
     engine = load_engine(resolved, config)
     if args.threads:
@@ -67,11 +70,14 @@ async def main(args: argparse.Namespace) -> None:
     await engine.start()
     try:
         await one_request(engine, 999, 16)  # warm-up: first-call allocations and kernel selection
-        mode = f"{args.dtype}, quantization {args.quantization}, {torch.get_num_threads()} threads"
+        mode = f"{args.device}, {args.dtype}, quantization {args.quantization}, {torch.get_num_threads()} threads"
+        if args.device != "cpu":
+            mode += ", eager" if args.enforce_eager else ", decode graphs"
         print(f"| concurrency | output tok/s | TTFT p50 (ms) |   ({mode})")
         print("| --- | --- | --- |")
         for concurrency in args.concurrency:
-            rate, ttft = await run_level(engine, concurrency, args.max_tokens)
+            for _ in range(args.rounds):
+                rate, ttft = await run_level(engine, concurrency, args.max_tokens)
             print(f"| {concurrency} | {rate:.1f} | {ttft * 1000:.0f} |", flush=True)
     finally:
         await engine.shutdown()
@@ -88,6 +94,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--batch-wait-timeout", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: one per usable CPU")
+    parser.add_argument("--enforce-eager", action="store_true", help="CUDA: decode without CUDA graphs")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per level; the last one is reported")
     return parser.parse_args()
 
 

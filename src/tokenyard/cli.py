@@ -112,6 +112,7 @@ def controller(config_file: str | None, host: str | None, port: int | None, disp
 @click.option("--context-length", type=click.IntRange(min=16))
 @click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True))
 @click.option("--kv-cache-memory", type=click.FloatRange(0, min_open=True), help="GiB for the KV cache.")
+@click.option("--enforce-eager", is_flag=True, default=None, help="CUDA: decode without CUDA graphs.")
 @click.option("--heartbeat-interval", type=click.FloatRange(0, min_open=True), help="Seconds.  [default: 2]")
 def worker(config_file: str | None, model_names: tuple[str, ...], controller_url: str | None, **flags: Any) -> None:
     """Run one model worker that registers with the controller."""

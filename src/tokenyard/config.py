@@ -85,6 +85,7 @@ class WorkerConfig(_Section):
     kv_cache_memory: float | None = Field(
         default=None, gt=0, description="GiB for the KV cache; default: gpu_memory_utilization on CUDA, capped on CPU"
     )
+    enforce_eager: bool = Field(default=False, description="CUDA: run decode steps eagerly, without CUDA graphs")
     heartbeat_interval: float = Field(default=2.0, gt=0, description="seconds")
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds to finish work on SIGTERM")
     max_queue_length: int = Field(default=256, ge=1, description="requests beyond this are refused (429)")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine.test_decode_graphs import greedy_streams
+from tests.engine.test_llama import CONFIGS, save_random_model
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import SamplingParams
 from tokenyard.engine.engine import BatchingGenerationEngine
@@ -39,6 +41,13 @@ async def test_batched_greedy_equals_one_at_a_time_on_cuda(tiny_chat_model_dir: 
     finally:
         await engine.shutdown()
     assert list(together) == alone
+
+
+def test_captured_decode_graphs_match_eager_decoding(tmp_path: Path) -> None:
+    save_random_model(CONFIGS["llama-tied"], tmp_path)
+    plain, padded, captured = greedy_streams(tmp_path, ("off", "eager", "capture"), "cuda")
+    assert padded == plain
+    assert captured == plain
 
 
 async def test_real_model_answers_paris_on_cuda(default_chat_model: ResolvedModel) -> None:

@@ -86,6 +86,8 @@ def _load_runner(
         quantization=config.quantization,
         kv_cache_bytes=kv_budget,
         max_positions=context_length,
+        decode_graphs="capture" if device.type == "cuda" and not config.enforce_eager else "off",
+        max_batch=config.max_batch_size,
     )
 
 

@@ -14,11 +14,12 @@ import math
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
+from tokenyard.engine.modeling.decode_graphs import DecodeGraphs
 from tokenyard.engine.modeling.llama import LlamaModel, LlamaSpec, rope_table
 from tokenyard.engine.modeling.quant import quantize_linears
 from tokenyard.engine.modeling.threads import ThreadBudget, thread_linears
@@ -59,11 +60,23 @@ def num_blocks_for(kv_cache_bytes: int, bytes_per_token: int, block_size: int = 
 class LlamaRunner:
     """The engine's own llama code over a preallocated paged KV cache."""
 
-    def __init__(self, model: LlamaModel, *, device: torch.device, dtype: torch.dtype, num_blocks: int) -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        num_blocks: int,
+        decode_graphs: Literal["off", "eager", "capture"] = "off",
+        max_batch: int = 16,
+    ) -> None:
+        """`decode_graphs`: "capture" replays CUDA graphs for decode-only steps (see modeling.decode_graphs);
+        "eager" runs their padded path without capture (how CPU tests check it); "off" never pads."""
         spec = model.spec
         self.model, self.device, self.dtype = model, device, dtype
         self.vocab_size, self.num_blocks, self.block_size = spec.vocab_size, num_blocks, BLOCK_SIZE
-        shape = (spec.num_layers, spec.num_kv_heads, num_blocks * BLOCK_SIZE, spec.head_dim)  # head-major
+        # head-major; one slot more than the blocks hold: the scratch slot that padded graph rows write to
+        shape = (spec.num_layers, spec.num_kv_heads, num_blocks * BLOCK_SIZE + 1, spec.head_dim)
         self.attention = PagedAttention(
             torch.zeros(shape, dtype=dtype, device=device),
             torch.zeros(shape, dtype=dtype, device=device),
@@ -73,6 +86,16 @@ class LlamaRunner:
         if device.type == "cpu":
             self.threads = ThreadBudget(torch.get_num_threads())
             thread_linears(model, self.threads)
+        self.graphs: DecodeGraphs | None = None
+        if decode_graphs != "off":
+            self.graphs = DecodeGraphs(
+                model,
+                self.attention,
+                max_batch=max_batch,
+                max_context=int(model.rope.shape[0]),
+                scratch_slot=num_blocks * BLOCK_SIZE,
+                capture=decode_graphs == "capture",
+            )
 
     @classmethod
     def load(
@@ -85,6 +108,8 @@ class LlamaRunner:
         quantization: str,
         kv_cache_bytes: Callable[[int], int],
         max_positions: int,
+        decode_graphs: Literal["off", "eager", "capture"] = "off",
+        max_batch: int = 16,
     ) -> LlamaRunner:
         spec = LlamaSpec.from_config(config)
         tensors = read_state_dict(folder)  # first: a folder without weights fails before gigabytes are allocated
@@ -100,9 +125,18 @@ class LlamaRunner:
             quantize_linears(model, quantization)
         per_token = kv_bytes_per_token(spec.num_layers, spec.num_kv_heads, spec.head_dim, dtype)
         num_blocks = num_blocks_for(kv_cache_bytes(per_token), per_token)
-        return cls(model.eval(), device=device, dtype=dtype, num_blocks=num_blocks)
+        return cls(
+            model.eval(),
+            device=device,
+            dtype=dtype,
+            num_blocks=num_blocks,
+            decode_graphs=decode_graphs,
+            max_batch=max_batch,
+        )
 
     def run(self, plan: SchedulerPlan) -> torch.Tensor:
+        if self.graphs is not None and (logits := self._run_graph(plan)) is not None:
+            return logits
         input_ids, positions, sample_rows = self._prepare(plan)
         hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
         return self.model.compute_logits(hidden[sample_rows])  # [N, V]
@@ -119,6 +153,23 @@ class LlamaRunner:
             row = self._first_row[id(chunk)]
             extra.append((chunk, chunk.start, self.model.compute_logits(hidden[row : row + chunk.num_tokens])))
         return self.model.compute_logits(hidden[sample_rows]), extra  # [N, V], [(chunk, start, [S, V])]
+
+    def _run_graph(self, plan: SchedulerPlan) -> torch.Tensor | None:
+        """Logits of a decode-only step through its decode graph; None when the step does not fit one."""
+        assert self.graphs is not None
+        decodes = plan.chunks
+        if any(chunk.num_tokens != 1 or not chunk.sample for chunk in decodes):
+            return None
+        slots, lengths = self._context_slots(decodes)
+        bucket = self.graphs.bucket(len(decodes), int(lengths.max()))
+        if bucket is None:
+            return None
+        if self.threads is not None:
+            self.threads.start_step(plan.num_tokens)
+        positions = [chunk.start for chunk in decodes]
+        ids = [chunk.seq.token_at(chunk.start) for chunk in decodes]
+        new_slots = [self._slot(chunk.seq.block_table, chunk.start) for chunk in decodes]
+        return self.graphs.run(bucket, ids, positions, new_slots, slots)
 
     def _prepare(self, plan: SchedulerPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flat inputs, decode tokens first; attention metadata goes to the backend."""
@@ -162,12 +213,17 @@ class LlamaRunner:
         slots = (blocks[:, None] * self.block_size + torch.arange(self.block_size)).flatten()  # [nb * bs]
         return slots[:length].to(self.device)
 
-    def _decode_slots(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _context_slots(self, decodes: Seq[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(host) Each decoding sequence's cache slots [B, L], padded with slot 0 past its own length,
+        and the lengths [B], the new token included."""
         lengths = torch.tensor([chunk.start + 1 for chunk in decodes])  # [B] context incl. the new token
         num_blocks = math.ceil(int(lengths.max()) / self.block_size)
         tables = [chunk.seq.block_table[:num_blocks] for chunk in decodes]
         padded = torch.tensor([table + [0] * (num_blocks - len(table)) for table in tables])  # [B, nb]
-        slots = (padded[:, :, None] * self.block_size + torch.arange(self.block_size)).flatten(1)  # [B, L]
+        return (padded[:, :, None] * self.block_size + torch.arange(self.block_size)).flatten(1), lengths
+
+    def _decode_slots(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        slots, lengths = self._context_slots(decodes)  # [B, L], [B]
         width = int(lengths.max())
         if bool((lengths == width).all()):  # nothing to mask (always so at batch 1): the faster unmasked kernel
             return slots[:, :width].to(self.device), None
