@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from tokenyard.engine.modeling import quant
-from tokenyard.engine.modeling.quant import Int4Linear, Int8Linear, quantize_linears
+from tokenyard.engine.modeling.quant import Int4Linear, Int8Linear
+from tokenyard.engine.modeling.quantize import quantize_linears
 
 
 def q4_1_grid_linear(out_features: int, in_features: int) -> nn.Linear:
@@ -44,13 +45,16 @@ def test_quantised_and_dense_kernels_agree(cls: type[nn.Module]) -> None:
     assert torch.equal(many, linear(rows))
 
 
-def test_quantize_linears_leaves_the_output_projection_dense() -> None:
+def test_with_torch_kernels_the_output_projection_stays_dense() -> None:
     model = nn.Module()
-    model.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU())
+    model.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 24))
     model.lm_head = nn.Linear(64, 96, bias=False)
-    quantize_linears(model, "int4")
+    quantize_linears(model, "int4", use_native=False)
     assert isinstance(model.body[0], Int4Linear)
+    assert isinstance(model.body[2], Int8Linear)  # 24 outputs: a shape the int4 kernel cannot tile
     assert isinstance(model.lm_head, nn.Linear)
+    with pytest.raises(ValueError, match="int3"):
+        quantize_linears(model, "int3")
 
 
 def test_without_dense_copy_the_quantised_kernel_serves_every_batch() -> None:

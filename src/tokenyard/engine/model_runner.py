@@ -21,7 +21,7 @@ import torch
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
 from tokenyard.engine.modeling.decode_graphs import DecodeGraphs
 from tokenyard.engine.modeling.llama import LlamaModel, LlamaSpec, rope_table
-from tokenyard.engine.modeling.quant import quantize_linears
+from tokenyard.engine.modeling.quantize import quantize_linears
 from tokenyard.engine.modeling.threads import ThreadBudget, thread_linears
 from tokenyard.engine.modeling.weights import load_llama_weights, read_state_dict
 from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan

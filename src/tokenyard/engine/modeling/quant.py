@@ -33,6 +33,7 @@ class QuantisedLinear(nn.Module):
     """A linear layer with a quantised kernel for few rows and, optionally, the dense one for many."""
 
     dense: torch.Tensor | None
+    max_rows = QUANTISED_MAX_ROWS  # the quantised kernel up to this many rows, the dense weight above
 
     def __init__(self, linear: nn.Linear, *, dense: bool) -> None:
         super().__init__()
@@ -42,7 +43,7 @@ class QuantisedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [T, K] -> [T, N]
-        if self.dense is not None and x.shape[0] > QUANTISED_MAX_ROWS:
+        if self.dense is not None and x.shape[0] > self.max_rows:
             return F.linear(x, self.dense, self.bias)
         out = self.quantised_mm(x)
         return out if self.bias is None else out + self.bias
@@ -87,26 +88,3 @@ class Int4Linear(QuantisedLinear):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             x, self.packed, self.group_size, self.scales_and_zeros.to(x.dtype)
         )
-
-
-def quantize_linears(
-    module: nn.Module, method: str, *, skip: tuple[str, ...] = ("lm_head",), dense: bool = True
-) -> None:
-    """Replace every `nn.Linear` under `module` in place, except the children named in `skip`."""
-    for name, child in module.named_children():
-        if name in skip:
-            continue
-        if isinstance(child, nn.Linear):
-            setattr(module, name, _quantized(child, method, dense))
-        else:
-            quantize_linears(child, method, skip=skip, dense=dense)
-
-
-def _quantized(linear: nn.Linear, method: str, dense: bool) -> nn.Module:
-    if method == "int8":
-        return Int8Linear(linear, dense=dense)
-    if method == "int4" and linear.in_features % INT4_GROUP_SIZE == 0 and linear.out_features % 16 == 0:
-        return Int4Linear(linear, dense=dense)
-    if method == "int4":
-        return Int8Linear(linear, dense=dense)  # a shape the int4 kernel cannot tile: the closest it can do
-    raise ValueError(f"unknown quantization method {method!r}; use int8 or int4")

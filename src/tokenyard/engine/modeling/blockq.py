@@ -1,0 +1,105 @@
+"""Linear layers on the native block-quantised kernels (`engine/native/blockq.cpp`).
+
+Weights are kept as blocks of 32 input channels per output row, w = d * u + m (float16 d and m):
+- 4-bit: u in 0..15, GGUF's Q4_1 grid, so a model converted from a Q4_1 file keeps its exact weights;
+- 8-bit: u = q + 128 with q in -127..127 and m = -128 d, GGUF's Q8_0 grid (the output projection of
+  SmolLM2's file is Q8_0, so it too is kept exactly).
+`pack_blockq` puts them in the kernel's tile layout (see blockq.cpp); `BlockQLinear.quantised_mm`
+quantises the activations per block to int8 and multiplies. Only on CPUs the kernel library loads on
+(`tokenyard.engine.native.blockq()`); elsewhere the layers in `quant.py` use torch's kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tokenyard.engine import native
+from tokenyard.engine.modeling.quant import QuantisedLinear
+
+BLOCK = 32
+TILE = 16
+BLOCKQ_MAX_ROWS = 64  # single-threaded, it beats bfloat16 on two threads up to 64 rows (docs/engine.md)
+
+
+def blockq_fits(linear: nn.Linear) -> bool:
+    return linear.in_features % BLOCK == 0 and linear.out_features % TILE == 0
+
+
+def quantise_blocks(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """weight [N, K] -> (u [N, K] int32, d [N, K/32], m [N, K/32]) with w ~ d * u + m per block of 32."""
+    n, k = weight.shape
+    blocks = weight.float().reshape(n, k // BLOCK, BLOCK)
+    if bits == 4:  # asymmetric: the block's min and max are grid points (Q4_1)
+        low, high = blocks.amin(dim=-1), blocks.amax(dim=-1)
+        d = ((high - low) / 15).clamp(min=1e-8)
+        u = torch.round((blocks - low[..., None]) / d[..., None]).clamp(0, 15)
+        return u.to(torch.int32).reshape(n, k), d, low
+    d = (blocks.abs().amax(dim=-1) / 127).clamp(min=1e-8)  # symmetric (Q8_0), stored with a +128 offset
+    q = torch.round(blocks / d[..., None]).clamp(-127, 127)
+    return (q + 128).to(torch.int32).reshape(n, k), d, -128 * d
+
+
+def pack_blockq(u: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u [N, K], d, m [N, K/32]) -> (weights uint8, scales float16) in the kernel's tile layout."""
+    n, k = u.shape
+    tiles, blocks = n // TILE, k // BLOCK
+    u = u.to(torch.uint8)
+    if bits == 4:
+        # [tile, row, block, pair j, half h, channel c] -> [tile, block, j, row, c, h]; k = 32b + 8j + 4h + c
+        grouped = u.reshape(tiles, TILE, blocks, 4, 2, 4).permute(0, 2, 3, 1, 5, 4)
+        weights = grouped[..., 0] | (grouped[..., 1] << 4)
+    else:
+        # [tile, row, block, group j, channel c] -> [tile, block, j, row, c]; k = 32b + 4j + c
+        weights = u.reshape(tiles, TILE, blocks, 8, 4).permute(0, 2, 3, 1, 4)
+    scales = torch.stack([d, m], dim=-1).reshape(tiles, TILE, blocks, 2).permute(0, 2, 3, 1)  # [tile, b, 2, 16]
+    return weights.contiguous().flatten(), scales.to(torch.float16).contiguous().flatten()
+
+
+class BlockQLinear(QuantisedLinear):
+    """A weight-only 4- or 8-bit linear layer on the native kernels; dense weights kept for many rows."""
+
+    max_rows = BLOCKQ_MAX_ROWS
+
+    def __init__(self, linear: nn.Linear, bits: int, *, dense: bool = True, float_output: bool = False) -> None:
+        super().__init__(linear, dense=dense)
+        lib = native.blockq()
+        if lib is None or not blockq_fits(linear):
+            raise ValueError("BlockQLinear needs the native kernels and a [16n, 32k] weight")
+        self.lib, self.bits = lib, bits
+        self.float_output = float_output  # the output projection: float32 logits straight from the kernel
+        weights, scales = pack_blockq(*quantise_blocks(linear.weight.detach(), bits), bits)
+        self.register_buffer("weights", weights)
+        self.register_buffer("scales", scales)
+
+    def quantised_mm(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [T, K] -> [T, N]
+        dtype = x.dtype
+        if dtype not in (torch.bfloat16, torch.float32):
+            x = x.float()
+        x = x.contiguous()
+        tokens, k = x.shape
+        blocks = k // BLOCK
+        qx = torch.empty(tokens, k, dtype=torch.int8)
+        dx = torch.empty(tokens, blocks, dtype=torch.float32)
+        sums = torch.empty(tokens, blocks, dtype=torch.float32)
+        x_bf16 = int(x.dtype == torch.bfloat16)
+        self.lib.blockq_quantize(
+            x.data_ptr(), x_bf16, tokens, k, int(self.bits == 4), qx.data_ptr(), dx.data_ptr(), sums.data_ptr()
+        )
+        out_dtype = torch.float32 if self.float_output or x.dtype == torch.float32 else torch.bfloat16
+        out = torch.empty(tokens, self.out_features, dtype=out_dtype)
+        self.lib.blockq_gemm(
+            self.bits,
+            self.weights.data_ptr(),
+            self.scales.data_ptr(),
+            self.out_features,
+            k,
+            qx.data_ptr(),
+            dx.data_ptr(),
+            sums.data_ptr(),
+            tokens,
+            out.data_ptr(),
+            int(out_dtype == torch.bfloat16),
+        )
+        return out if self.float_output or out.dtype == dtype else out.to(dtype)

@@ -1,0 +1,109 @@
+"""The engine's own CPU kernels (`blockq.cpp`), compiled on first use and loaded with ctypes.
+
+Why native code: at decode batch sizes torch's weight-only int4/int8 kernels on this CPU are bound by
+arithmetic, not memory (int8 is no faster than int4, and a 4-bit layer runs at a third of the memory
+bandwidth). `blockq.cpp` quantises activations to int8 per block of 32, as llama.cpp does, and
+multiplies with AVX512-VNNI: several times faster at 1-8 rows (docs/engine.md, "Native kernels").
+
+Why ctypes and not a torch extension: the library is plain C ABI with no torch headers, so it builds
+in about a second with the system's g++ instead of a minute, and cannot break with torch's ABI.
+It is compiled once per source and flag set into `~/.cache/tokenyard/native` (or
+`$TOKENYARD_NATIVE_CACHE`), atomically, so concurrent workers never load a half-written file.
+
+Where the CPU lacks AVX512-VNNI, no C++ compiler is found, or `TOKENYARD_NATIVE=0`, `blockq()` is
+None and the engine uses torch's kernels; the reason is logged once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("blockq.cpp")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "f16c", "fma")
+COMPILE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
+COMPILE_FLAGS += ["-mavx512vnni", "-mf16c", "-mfma"]
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def unavailable_reason() -> str | None:
+    """Why the native kernels cannot be used here, or None when they can."""
+    if os.environ.get("TOKENYARD_NATIVE", "1") == "0":
+        return "TOKENYARD_NATIVE=0"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"{platform.machine()} is not x86-64"
+    missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
+    if missing:
+        return f"the CPU lacks {', '.join(missing)}"
+    if _compiler() is None:
+        return "no C++ compiler (g++ or $CXX) found"
+    return None
+
+
+@functools.cache
+def blockq() -> ctypes.CDLL | None:
+    """The loaded kernel library, or None (with the reason logged once) where it cannot be used."""
+    reason = unavailable_reason()
+    if reason is None:
+        try:
+            return _load(_build())
+        except (OSError, subprocess.CalledProcessError) as exc:
+            reason = f"building {SOURCE.name} failed: {exc}"
+    logger.warning("native kernels off (%s): quantised layers use torch's kernels", reason)
+    return None
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("TOKENYARD_NATIVE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "tokenyard" / "native"
+
+
+def _build() -> Path:
+    compiler = _compiler()
+    assert compiler is not None
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *COMPILE_FLAGS]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"blockq-{digest}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        subprocess.run(
+            [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, timeout=300
+        )
+        os.replace(built, target)  # atomic: a concurrent build just replaces it with the same bytes
+    logger.info("native kernels built: %s", target)
+    return target
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.blockq_quantize.argtypes = [ptr, i32, i64, i64, i32, ptr, ptr, ptr]
+    lib.blockq_quantize.restype = None
+    lib.blockq_gemm.argtypes = [i32, ptr, ptr, i64, i64, ptr, ptr, ptr, i64, ptr, i32]
+    lib.blockq_gemm.restype = None
+    return lib

@@ -1,0 +1,168 @@
+// Block-quantised linear layers for CPUs with AVX512-VNNI: y[T, N] = x[T, K] @ W[N, K]^T.
+//
+// Weights are blocks of 32 input channels per output row, w = d * u + m with u an unsigned integer
+// (4-bit: GGUF's Q4_1 grid; 8-bit: u = q + 128 for Q8_0, so m = -128 d) and d, m in float16.
+// Activations are quantised per call to int8 per block of 32 (x ~ dx * qx, as llama.cpp does), so
+// each block's dot product is integer work for VPDPBUSD (u8 x s8, 64 multiply-adds per instruction):
+//     sum_k w_k x_k  ~  d dx sum_k u_k qx_k  +  m s,     s = sum_k x_k   (or dx sum_k qx_k for 8-bit,
+// where m s must cancel the +128 offset exactly).
+//
+// Layout: output rows in tiles of 16, one row per 32-bit lane. For a tile and a block of 32 input
+// channels, each group of 4 channels is one 64-byte vector (16 rows x 4 bytes). 8-bit blocks are 8
+// such vectors; 4-bit blocks are 4, each byte holding channel group 2j in its low nibble and 2j+1 in
+// its high one. Scales per tile and block: 16 d then 16 m (float16). The activation of a channel
+// group is broadcast from memory, so a multiply-add of 16 rows x 4 channels is one instruction per
+// token, and the weights are unpacked once for up to 8 tokens at a time.
+//
+// Plain C ABI (called through ctypes), single-threaded: decode steps run on one thread (threads.py).
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+namespace {
+
+constexpr int kBlock = 32;
+constexpr int kTile = 16;
+constexpr int kMaxTokens = 8;  // tokens per pass over a weight tile: two accumulators each in registers
+
+inline __m512 load_activations(const void* x, int is_bf16, int64_t index) {
+    if (is_bf16) {
+        __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(x) + index));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+    }
+    return _mm512_loadu_ps(static_cast<const float*>(x) + index);
+}
+
+// Round to nearest even, as torch does when it casts float32 to bfloat16 (inputs here are finite).
+inline __m256i to_bf16(__m512 v) {
+    __m512i bits = _mm512_castps_si512(v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
+}
+
+template <int Bits, int Tokens>
+void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64_t k, const int8_t* qx,
+               const float* dx, const float* sums, void* out, int out_bf16, int64_t n, int64_t row) {
+    __m512 total[Tokens];
+    for (int t = 0; t < Tokens; ++t) total[t] = _mm512_setzero_ps();
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    for (int b = 0; b < blocks; ++b) {
+        __m512i dot[Tokens];
+        for (int t = 0; t < Tokens; ++t) dot[t] = _mm512_setzero_si512();
+        const int8_t* q = qx + b * kBlock;
+        if (Bits == 4) {
+            for (int j = 0; j < 4; ++j) {
+                __m512i packed = _mm512_loadu_si512(weights);
+                weights += 64;
+                __m512i first = _mm512_and_si512(packed, low);
+                __m512i second = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
+                for (int t = 0; t < Tokens; ++t) {
+                    const int8_t* qt = q + t * k + 8 * j;
+                    int32_t a, c;
+                    memcpy(&a, qt, 4);
+                    memcpy(&c, qt + 4, 4);
+                    dot[t] = _mm512_dpbusd_epi32(dot[t], first, _mm512_set1_epi32(a));
+                    dot[t] = _mm512_dpbusd_epi32(dot[t], second, _mm512_set1_epi32(c));
+                }
+            }
+        } else {
+            for (int j = 0; j < 8; ++j) {
+                __m512i w = _mm512_loadu_si512(weights);
+                weights += 64;
+                for (int t = 0; t < Tokens; ++t) {
+                    int32_t a;
+                    memcpy(&a, q + t * k + 4 * j, 4);
+                    dot[t] = _mm512_dpbusd_epi32(dot[t], w, _mm512_set1_epi32(a));
+                }
+            }
+        }
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales)));
+        __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + kTile)));
+        scales += 2 * kTile;
+        for (int t = 0; t < Tokens; ++t) {
+            __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(dx[t * blocks + b]));
+            total[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), scale, total[t]);
+            total[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sums[t * blocks + b]), total[t]);
+        }
+    }
+    for (int t = 0; t < Tokens; ++t) {
+        int64_t at = t * n + row;
+        if (out_bf16) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + at), to_bf16(total[t]));
+        } else {
+            _mm512_storeu_ps(static_cast<float*>(out) + at, total[t]);
+        }
+    }
+}
+
+template <int Bits>
+void gemm(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int8_t* qx,
+          const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
+    const int blocks = static_cast<int>(k / kBlock);
+    const int64_t tile_bytes = static_cast<int64_t>(blocks) * kTile * kBlock * Bits / 8;
+    const int64_t tile_scales = static_cast<int64_t>(blocks) * 2 * kTile;
+    for (int64_t tile = 0; tile < n / kTile; ++tile) {
+        const uint8_t* w = weights + tile * tile_bytes;
+        const uint16_t* s = scales + tile * tile_scales;
+        for (int64_t t0 = 0; t0 < tokens; t0 += kMaxTokens) {
+            const int64_t count = tokens - t0 < kMaxTokens ? tokens - t0 : kMaxTokens;
+            const int8_t* q = qx + t0 * k;
+            const float* d = dx + t0 * blocks;
+            const float* sm = sums + t0 * blocks;
+            void* o = out_bf16 ? static_cast<void*>(static_cast<uint16_t*>(out) + t0 * n)
+                               : static_cast<void*>(static_cast<float*>(out) + t0 * n);
+            const int64_t row = tile * kTile;
+            switch (count) {
+                case 1: tile_pass<Bits, 1>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                case 2: tile_pass<Bits, 2>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                case 3: tile_pass<Bits, 3>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                case 4: tile_pass<Bits, 4>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                case 5: tile_pass<Bits, 5>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                case 6: tile_pass<Bits, 6>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                case 7: tile_pass<Bits, 7>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                default: tile_pass<Bits, 8>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// x [tokens, k] (bfloat16 if x_bf16, else float32) -> qx [tokens, k] int8, dx and sums [tokens, k / 32].
+// exact_sums: sums are sum x (4-bit weights); else dx * sum qx (8-bit weights, whose offset must cancel).
+void blockq_quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int exact_sums, int8_t* qx,
+                     float* dx, float* sums) {
+    const int64_t blocks = k / kBlock;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t at = t * k + b * kBlock;
+            __m512 lo = load_activations(x, x_bf16, at), hi = load_activations(x, x_bf16, at + 16);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, lo), _mm512_andnot_ps(sign, hi)));
+            float d = amax / 127.0f, inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+            __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, _mm512_set1_ps(inverse)));
+            __m512i qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, _mm512_set1_ps(inverse)));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(qx + at), _mm512_cvtsepi32_epi8(qlo));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(qx + at + 16), _mm512_cvtsepi32_epi8(qhi));
+            dx[t * blocks + b] = d;
+            sums[t * blocks + b] = exact_sums ? _mm512_reduce_add_ps(_mm512_add_ps(lo, hi))
+                                              : d * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi)));
+        }
+    }
+}
+
+// out [tokens, n] (bfloat16 if out_bf16, else float32) = x @ W^T, x given as blockq_quantize's output.
+void blockq_gemm(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k,
+                 const int8_t* qx, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
+    if (bits == 4) {
+        gemm<4>(weights, scales, n, k, qx, dx, sums, tokens, out, out_bf16);
+    } else {
+        gemm<8>(weights, scales, n, k, qx, dx, sums, tokens, out, out_bf16);
+    }
+}
+
+}  // extern "C"

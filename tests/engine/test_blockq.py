@@ -1,0 +1,87 @@
+"""The native block-quantised kernels: layout, exactness on GGUF grids, and agreement with dense products.
+
+Skipped, with the reason, where the kernels cannot be built (no AVX512-VNNI, no C++ compiler).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.engine.test_quant import q4_1_grid_linear
+from tokenyard.engine import native
+from tokenyard.engine.modeling.blockq import BLOCKQ_MAX_ROWS, BlockQLinear, pack_blockq, quantise_blocks
+from tokenyard.engine.modeling.quantize import quantize_linears
+
+REASON = native.unavailable_reason()
+needs_native = pytest.mark.skipif(REASON is not None, reason=f"native kernels unavailable: {REASON}")
+
+
+def dequantised(linear: nn.Linear, bits: int) -> torch.Tensor:
+    u, d, m = quantise_blocks(linear.weight.detach(), bits)
+    return d.repeat_interleave(32, dim=1) * u.float() + m.repeat_interleave(32, dim=1)  # [N, K]
+
+
+def test_quantise_blocks_is_exact_on_q4_1_weights() -> None:
+    linear = q4_1_grid_linear(32, 96)
+    torch.testing.assert_close(dequantised(linear, 4), linear.weight.detach(), atol=1e-6, rtol=0)
+
+
+def test_q8_blocks_keep_their_offset_and_scale() -> None:
+    weight = torch.tensor([[1.27, -0.5, 0.0] + [0.01] * 29])  # one row, one block
+    u, d, m = quantise_blocks(weight, 8)
+    assert u[0, :3].tolist() == [255, 78, 128]  # q + 128 with q = round(w / d), d = 1.27 / 127
+    torch.testing.assert_close(m, -128 * d)
+
+
+def test_pack_puts_four_channels_of_sixteen_rows_in_each_vector() -> None:
+    n, k = 16, 32
+    u = torch.arange(n * k).reshape(n, k) % 256
+    weights, scales = pack_blockq(u, torch.ones(n, 1), torch.zeros(n, 1), 8)
+    vectors = weights.reshape(8, 16, 4)  # [channel group j, row, channel]
+    assert vectors[2, 5].tolist() == u[5, 8:12].tolist()
+    packed4, _ = pack_blockq(u % 16, torch.ones(n, 1), torch.zeros(n, 1), 4)
+    pairs = packed4.reshape(4, 16, 4)  # [pair j, row, channel]: group 2j low nibble, 2j+1 high
+    assert int(pairs[1, 3, 2]) == int(u[3, 10] % 16) | (int(u[3, 14] % 16) << 4)
+    assert scales.dtype == torch.float16 and scales.numel() == 2 * n
+
+
+@needs_native
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_the_dequantised_product(bits: int, rows: int, dtype: torch.dtype) -> None:
+    linear = q4_1_grid_linear(48, 96).to(dtype)
+    layer = BlockQLinear(linear, bits, dense=False)
+    x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows)).to(dtype)
+    out = layer(x)
+    expected = x.float() @ dequantised(linear, bits).T
+    assert out.dtype == dtype and out.shape == (rows, 48)
+    # activations are quantised to int8 per block of 32: about 1% of the output's scale
+    assert float((out.float() - expected).abs().max()) < 0.02 * float(expected.abs().max())
+
+
+@needs_native
+def test_output_projection_returns_float32_and_switches_to_dense_for_many_rows() -> None:
+    linear = q4_1_grid_linear(32, 64).to(torch.bfloat16)
+    head = BlockQLinear(linear, 8, float_output=True)
+    assert head(torch.randn(2, 64, dtype=torch.bfloat16)).dtype == torch.float32
+    many = torch.randn(BLOCKQ_MAX_ROWS + 1, 64, dtype=torch.bfloat16)
+    assert torch.equal(head(many), linear(many))  # the dense weight, bit for bit
+
+
+@needs_native
+def test_quantize_linears_uses_native_blocks_for_layers_and_output() -> None:
+    model = nn.Module()
+    model.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 24))
+    model.lm_head = nn.Linear(64, 96, bias=False)
+    quantize_linears(model, "int4")
+    assert isinstance(model.body[0], BlockQLinear) and model.body[0].bits == 4
+    assert not isinstance(model.body[2], BlockQLinear)  # 24 outputs: not a multiple of 16 rows
+    assert isinstance(model.lm_head, BlockQLinear) and model.lm_head.bits == 8
+
+
+def test_unavailable_reason_names_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENYARD_NATIVE", "0")
+    assert native.unavailable_reason() == "TOKENYARD_NATIVE=0"
