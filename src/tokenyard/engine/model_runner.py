@@ -191,7 +191,7 @@ class LlamaRunner:
         slot_mapping += [int(s) for c in chunks for s in c.slots[-c.length :].tolist()]
         meta = AttentionMetadata(slot_mapping=self._tensor(slot_mapping), num_decode=len(decodes), prefills=chunks)
         if decodes:
-            meta.decode_slots, meta.decode_mask = self._decode_slots(decodes)
+            meta.decode_slots, meta.decode_mask, meta.decode_lengths = self._decode_slots(decodes)
         self.attention.meta = meta
         rows = [first_row[id(chunk)] + chunk.num_tokens - 1 for chunk in plan.chunks if chunk.sample]
         return self._tensor(ids), self._tensor(positions), self._tensor(rows)
@@ -222,13 +222,19 @@ class LlamaRunner:
         padded = torch.tensor([table + [0] * (num_blocks - len(table)) for table in tables])  # [B, nb]
         return (padded[:, :, None] * self.block_size + torch.arange(self.block_size)).flatten(1), lengths
 
-    def _decode_slots(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _decode_slots(
+        self, decodes: list[ScheduledChunk]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(slots [B, L], mask [B, 1, L] or None, lengths [B] or None): the native kernel reads the
+        lengths on the host; torch's attention reads a mask on the device instead."""
         slots, lengths = self._context_slots(decodes)  # [B, L], [B]
+        if self.attention.native is not None:
+            return slots, None, lengths
         width = int(lengths.max())
         if bool((lengths == width).all()):  # nothing to mask (always so at batch 1): the faster unmasked kernel
-            return slots[:, :width].to(self.device), None
+            return slots[:, :width].to(self.device), None, None
         mask = torch.arange(slots.shape[1])[None, :] < lengths[:, None]  # [B, L]
-        return slots.to(self.device), mask[:, None, :].to(self.device)  # [B, 1, L]
+        return slots.to(self.device), mask[:, None, :].to(self.device), None  # [B, 1, L]
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long).to(self.device)

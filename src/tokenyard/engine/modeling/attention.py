@@ -15,10 +15,13 @@ matmuls; a fused paged kernel would replace `_attend_*` on a GPU.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
+
+from tokenyard.engine import native
 
 MATMUL_DECODE_MIN_BATCH = 16  # from here on decode attention is two matmuls rather than CPU SDPA
 
@@ -41,16 +44,21 @@ class AttentionMetadata:
     num_decode: int = 0  # the first num_decode tokens are single decode tokens, one per sequence
     decode_slots: torch.Tensor | None = None  # [B, L] slots of each decoding sequence's context, padded
     decode_mask: torch.Tensor | None = None  # [B, 1, L] bool, True where a slot is real
+    decode_lengths: torch.Tensor | None = None  # [B] int64 on the host: each context's length (native kernel)
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
 class PagedAttention:
     """The attention backend `LlamaModel` calls, bound to the cache tensors and one step's metadata."""
 
-    def __init__(self, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float) -> None:
+    def __init__(self, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float, *, use_native: bool = True) -> None:
         self.k_cache, self.v_cache = k_cache, v_cache  # [layers, Hkv, num_slots, D] each
         self.scale = scale
         self.meta = AttentionMetadata(slot_mapping=torch.empty(0, dtype=torch.long))
+        fits = k_cache.device.type == "cpu" and k_cache.dtype in (torch.bfloat16, torch.float32)
+        fits = fits and k_cache.shape[-1] % 16 == 0
+        # Decode attention straight from the cache (engine/native/attention.cpp) where it runs.
+        self.native: ctypes.CDLL | None = native.kernels() if use_native and fits else None
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H, D]
@@ -71,6 +79,8 @@ class PagedAttention:
         # q: [B, H, D]; decode_slots: [B, L]
         slots, mask = self.meta.decode_slots, self.meta.decode_mask
         assert slots is not None
+        if self.native is not None and self.meta.decode_lengths is not None:
+            return self._attend_decode_native(q, k_cache, v_cache, slots, self.meta.decode_lengths)
         batch, heads, dim = q.shape
         keys, values = _gather(k_cache, slots), _gather(v_cache, slots)  # [Hkv, B, L, D] each
         kv_heads = keys.shape[0]
@@ -82,6 +92,31 @@ class PagedAttention:
         else:
             out = _matmul_attention(grouped, keys, values, mask, self.scale)
         return out.transpose(0, 1).reshape(batch, heads, dim)
+
+    def _attend_decode_native(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        assert self.native is not None
+        q = q.contiguous()
+        batch, heads, dim = q.shape
+        out = torch.empty_like(q)
+        self.native.paged_decode_attention(
+            int(q.dtype == torch.bfloat16),
+            q.data_ptr(),
+            k_cache.data_ptr(),
+            v_cache.data_ptr(),
+            k_cache.shape[1],
+            slots.data_ptr(),
+            slots.shape[1],
+            lengths.data_ptr(),
+            batch,
+            heads,
+            k_cache.shape[0],
+            dim,
+            self.scale,
+            out.data_ptr(),
+        )
+        return out
 
     def _attend_prefill(
         self,

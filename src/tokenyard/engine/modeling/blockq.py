@@ -6,7 +6,7 @@ Weights are kept as blocks of 32 input channels per output row, w = d * u + m (f
   SmolLM2's file is Q8_0, so it too is kept exactly).
 `pack_blockq` puts them in the kernel's tile layout (see blockq.cpp); `BlockQLinear.quantised_mm`
 quantises the activations per block to int8 and multiplies. Only on CPUs the kernel library loads on
-(`tokenyard.engine.native.blockq()`); elsewhere the layers in `quant.py` use torch's kernels.
+(`tokenyard.engine.native.kernels()`); elsewhere the layers in `quant.py` use torch's kernels.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class BlockQLinear(QuantisedLinear):
 
     def __init__(self, linear: nn.Linear, bits: int, *, dense: bool = True, float_output: bool = False) -> None:
         super().__init__(linear, dense=dense)
-        lib = native.blockq()
+        lib = native.kernels()
         if lib is None or not blockq_fits(linear):
             raise ValueError("BlockQLinear needs the native kernels and a [16n, 32k] weight")
         self.lib, self.bits = lib, bits

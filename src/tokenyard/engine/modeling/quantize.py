@@ -28,7 +28,7 @@ def quantize_linears(module: nn.Module, method: str, *, dense: bool = True, use_
     if method not in BITS:
         raise ValueError(f"unknown quantization method {method!r}; use int8 or int4")
     if use_native is None:
-        use_native = native.blockq() is not None
+        use_native = native.kernels() is not None
     for name, child in module.named_children():
         if not isinstance(child, nn.Linear):
             quantize_linears(child, method, dense=dense, use_native=use_native)

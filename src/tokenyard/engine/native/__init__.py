@@ -1,16 +1,19 @@
-"""The engine's own CPU kernels (`blockq.cpp`), compiled on first use and loaded with ctypes.
+"""The engine's own CPU kernels (`*.cpp` here), compiled on first use and loaded with ctypes.
 
-Why native code: at decode batch sizes torch's weight-only int4/int8 kernels on this CPU are bound by
-arithmetic, not memory (int8 is no faster than int4, and a 4-bit layer runs at a third of the memory
-bandwidth). `blockq.cpp` quantises activations to int8 per block of 32, as llama.cpp does, and
-multiplies with AVX512-VNNI: several times faster at 1-8 rows (docs/engine.md, "Native kernels").
+Why native code: at decode batch sizes a step is small operations, where torch's eager kernels spend
+more time on overhead and generality than on the work (docs/engine.md, "Native kernels"):
+- `blockq.cpp`: weight-only 4/8-bit linear layers. torch's int4/int8 kernels on this CPU are bound by
+  arithmetic, not memory (int8 is no faster than int4); this one quantises activations to int8 per
+  block of 32, as llama.cpp does, and multiplies with AVX512-VNNI: 2-3x faster at 1-16 rows.
+- `attention.cpp`: decode attention read straight from the paged cache through each sequence's slot
+  table, instead of gathering every layer's K/V into a padded copy first.
 
 Why ctypes and not a torch extension: the library is plain C ABI with no torch headers, so it builds
-in about a second with the system's g++ instead of a minute, and cannot break with torch's ABI.
+in seconds with the system's g++ instead of a minute, and cannot break with torch's ABI.
 It is compiled once per source and flag set into `~/.cache/tokenyard/native` (or
 `$TOKENYARD_NATIVE_CACHE`), atomically, so concurrent workers never load a half-written file.
 
-Where the CPU lacks AVX512-VNNI, no C++ compiler is found, or `TOKENYARD_NATIVE=0`, `blockq()` is
+Where the CPU lacks AVX512-VNNI, no C++ compiler is found, or `TOKENYARD_NATIVE=0`, `kernels()` is
 None and the engine uses torch's kernels; the reason is logged once.
 """
 
@@ -29,7 +32,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("blockq.cpp")
+SOURCES = sorted(Path(__file__).parent.glob("*.cpp"))
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "f16c", "fma")
 COMPILE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
 COMPILE_FLAGS += ["-mavx512vnni", "-mf16c", "-mfma"]
@@ -60,15 +63,15 @@ def unavailable_reason() -> str | None:
 
 
 @functools.cache
-def blockq() -> ctypes.CDLL | None:
+def kernels() -> ctypes.CDLL | None:
     """The loaded kernel library, or None (with the reason logged once) where it cannot be used."""
     reason = unavailable_reason()
     if reason is None:
         try:
             return _load(_build())
         except (OSError, subprocess.CalledProcessError) as exc:
-            reason = f"building {SOURCE.name} failed: {exc}"
-    logger.warning("native kernels off (%s): quantised layers use torch's kernels", reason)
+            reason = f"building the kernels failed: {exc}"
+    logger.warning("native kernels off (%s): torch's kernels run everything", reason)
     return None
 
 
@@ -84,16 +87,17 @@ def _cache_dir() -> Path:
 def _build() -> Path:
     compiler = _compiler()
     assert compiler is not None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *COMPILE_FLAGS]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"blockq-{digest}.so"
+    digest = hashlib.sha256(" ".join([compiler, *COMPILE_FLAGS]).encode())
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+    target = _cache_dir() / f"kernels-{digest.hexdigest()[:16]}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        subprocess.run(
-            [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, timeout=300
-        )
+        command = [compiler, *COMPILE_FLAGS, *map(str, SOURCES), "-o", str(built)]
+        subprocess.run(command, check=True, capture_output=True, timeout=300)
         os.replace(built, target)  # atomic: a concurrent build just replaces it with the same bytes
     logger.info("native kernels built: %s", target)
     return target
@@ -101,9 +105,11 @@ def _build() -> Path:
 
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    ptr, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     lib.blockq_quantize.argtypes = [ptr, i32, i64, i64, i32, ptr, ptr, ptr]
     lib.blockq_quantize.restype = None
     lib.blockq_gemm.argtypes = [i32, ptr, ptr, i64, i64, ptr, ptr, ptr, i64, ptr, i32]
     lib.blockq_gemm.restype = None
+    lib.paged_decode_attention.argtypes = [i32, ptr, ptr, ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, f32, ptr]
+    lib.paged_decode_attention.restype = None
     return lib
