@@ -32,7 +32,7 @@ TOKEN = "netns-test-token"
 BODY = {
     "model": MODEL,
     "messages": [{"role": "user", "content": "讲一个故事 about the sea"}],
-    "max_tokens": 300,
+    "max_tokens": 1000,  # long enough that a fault reliably lands mid-stream
     "ignore_eos": True,
     "temperature": 0,
     "stream": True,
@@ -86,7 +86,13 @@ def hosts(tmp_path: Path, tiny_chat_model_dir: Path) -> Iterator[Hosts]:
         gateway_ip = bed.add_host("g")
         bed.run("g", "gateway", ["gateway", "--host", gateway_ip, "--controller", controller_url])
         running.gateway_url = f"http://{gateway_ip}:8000"
-        ready = lambda: _get_ok(f"{running.gateway_url}/health") and running.healthy() == 2  # noqa: E731
+
+        def ready() -> bool:  # the controller may still be starting: a refused connection means "not yet"
+            try:
+                return _get_ok(f"{running.gateway_url}/health") and running.healthy() == 2
+            except httpx.HTTPError:
+                return False
+
         assert wait_until(ready, timeout=120, interval=0.5), _logs(bed)
         yield running
     finally:

@@ -73,32 +73,22 @@ class BlockQLinear(QuantisedLinear):
         self.register_buffer("scales", scales)
 
     def quantised_mm(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [T, K] -> [T, N]
+        # x: [T, K] -> [T, N]; activations quantised per block inside the call (blockq_linear)
         dtype = x.dtype
         if dtype not in (torch.bfloat16, torch.float32):
             x = x.float()
         x = x.contiguous()
-        tokens, k = x.shape
-        blocks = k // BLOCK
-        qx = torch.empty(tokens, k, dtype=torch.int8)
-        dx = torch.empty(tokens, blocks, dtype=torch.float32)
-        sums = torch.empty(tokens, blocks, dtype=torch.float32)
-        x_bf16 = int(x.dtype == torch.bfloat16)
-        self.lib.blockq_quantize(
-            x.data_ptr(), x_bf16, tokens, k, int(self.bits == 4), qx.data_ptr(), dx.data_ptr(), sums.data_ptr()
-        )
         out_dtype = torch.float32 if self.float_output or x.dtype == torch.float32 else torch.bfloat16
-        out = torch.empty(tokens, self.out_features, dtype=out_dtype)
-        self.lib.blockq_gemm(
+        out = torch.empty(x.shape[0], self.out_features, dtype=out_dtype)
+        self.lib.blockq_linear(
             self.bits,
             self.weights.data_ptr(),
             self.scales.data_ptr(),
             self.out_features,
-            k,
-            qx.data_ptr(),
-            dx.data_ptr(),
-            sums.data_ptr(),
-            tokens,
+            self.in_features,
+            x.data_ptr(),
+            int(x.dtype == torch.bfloat16),
+            x.shape[0],
             out.data_ptr(),
             int(out_dtype == torch.bfloat16),
         )

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tokenyard.engine import native
+
 LLAMA_FAMILY = {"llama", "mistral", "qwen2"}
 SUPPORTED_ROPE = {"default", "linear", "llama3"}
 
@@ -125,8 +127,19 @@ class RMSNorm(nn.Module):
         # x: [T, H]. Normalised in float32 and rounded before the weight, exactly as the reference does:
         # the fused kernel with the weight inside rounds differently, enough to flip greedy near-ties
         # of a 135M model in bfloat16 (SmolLM2 then answered the Paris question wrongly).
+        if x.device.type == "cpu" and x.dtype == self.weight.dtype and (lib := native.kernels()) is not None:
+            if x.dtype in (torch.bfloat16, torch.float32) and x.shape[-1] % 16 == 0:
+                return self._native(lib, x.contiguous())
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * normed.to(x.dtype)
+
+    def _native(self, lib: Any, x: torch.Tensor) -> torch.Tensor:
+        """The same rounding in one call (engine/native/norm.cpp): torch's four ops took 36 µs at batch 1."""
+        out = torch.empty_like(x)
+        hidden = x.shape[-1]
+        bf16 = int(x.dtype == torch.bfloat16)
+        lib.rms_norm(bf16, x.data_ptr(), self.weight.data_ptr(), x.numel() // hidden, hidden, self.eps, out.data_ptr())
+        return out
 
 
 class LlamaAttention(nn.Module):

@@ -7,6 +7,7 @@ more time on overhead and generality than on the work (docs/engine.md, "Native k
   block of 32, as llama.cpp does, and multiplies with AVX512-VNNI: 2-3x faster at 1-16 rows.
 - `attention.cpp`: decode attention read straight from the paged cache through each sequence's slot
   table, instead of gathering every layer's K/V into a padded copy first.
+- `norm.cpp`: RMS norm in one call, rounded as the reference rounds it (torch needs four ops).
 
 Why ctypes and not a torch extension: the library is plain C ABI with no torch headers, so it builds
 in seconds with the system's g++ instead of a minute, and cannot break with torch's ABI.
@@ -112,4 +113,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.blockq_gemm.restype = None
     lib.paged_decode_attention.argtypes = [i32, ptr, ptr, ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, f32, ptr]
     lib.paged_decode_attention.restype = None
+    lib.blockq_linear.argtypes = [i32, ptr, ptr, i64, i64, ptr, i32, i64, ptr, i32]
+    lib.blockq_linear.restype = None
+    lib.rms_norm.argtypes = [i32, ptr, ptr, i64, i64, f32, ptr]
+    lib.rms_norm.restype = None
     return lib

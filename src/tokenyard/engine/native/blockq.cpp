@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <vector>
+
 namespace {
 
 constexpr int kBlock = 32;
@@ -163,6 +165,18 @@ void blockq_gemm(int bits, const uint8_t* weights, const uint16_t* scales, int64
     } else {
         gemm<8>(weights, scales, n, k, qx, dx, sums, tokens, out, out_bf16);
     }
+}
+
+// blockq_quantize then blockq_gemm in one call, the quantised activations in per-thread scratch.
+void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
+                   int x_bf16, int64_t tokens, void* out, int out_bf16) {
+    thread_local std::vector<int8_t> qx;
+    thread_local std::vector<float> dx, sums;
+    qx.resize(tokens * k);
+    dx.resize(tokens * k / kBlock);
+    sums.resize(tokens * k / kBlock);
+    blockq_quantize(x, x_bf16, tokens, k, bits == 4, qx.data(), dx.data(), sums.data());
+    blockq_gemm(bits, weights, scales, n, k, qx.data(), dx.data(), sums.data(), tokens, out, out_bf16);
 }
 
 }  // extern "C"
