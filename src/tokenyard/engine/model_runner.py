@@ -21,6 +21,7 @@ import torch
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
 from tokenyard.engine.modeling.decode_graphs import DecodeGraphs
 from tokenyard.engine.modeling.llama import LlamaModel, LlamaSpec, rope_table
+from tokenyard.engine.modeling.native_decode import NativeDecoder
 from tokenyard.engine.modeling.quantize import quantize_linears
 from tokenyard.engine.modeling.threads import ThreadBudget, thread_linears
 from tokenyard.engine.modeling.weights import load_llama_weights, read_state_dict
@@ -83,9 +84,11 @@ class LlamaRunner:
             scale=spec.head_dim**-0.5,
         )
         self.threads: ThreadBudget | None = None
+        self.decoder: NativeDecoder | None = None  # decode-only steps in one native call (quantised, CPU)
         if device.type == "cpu":
             self.threads = ThreadBudget(torch.get_num_threads())
             thread_linears(model, self.threads)
+            self.decoder = NativeDecoder.build(model, self.attention)
         self.graphs: DecodeGraphs | None = None
         if decode_graphs != "off":
             self.graphs = DecodeGraphs(
@@ -138,7 +141,10 @@ class LlamaRunner:
         if self.graphs is not None and (logits := self._run_graph(plan)) is not None:
             return logits
         input_ids, positions, sample_rows = self._prepare(plan)
-        hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
+        if self.decoder is not None and self.decoder.fits(self.attention.meta):
+            hidden = self.decoder(input_ids, positions, self.attention.meta)  # [T, hidden]
+        else:
+            hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
         return self.model.compute_logits(hidden[sample_rows])  # [N, V]
 
     def run_with_prompt_logits(

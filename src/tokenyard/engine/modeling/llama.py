@@ -127,9 +127,9 @@ class RMSNorm(nn.Module):
         # x: [T, H]. Normalised in float32 and rounded before the weight, exactly as the reference does:
         # the fused kernel with the weight inside rounds differently, enough to flip greedy near-ties
         # of a 135M model in bfloat16 (SmolLM2 then answered the Paris question wrongly).
-        if x.device.type == "cpu" and x.dtype == self.weight.dtype and (lib := native.kernels()) is not None:
-            if x.dtype in (torch.bfloat16, torch.float32) and x.shape[-1] % 16 == 0:
-                return self._native(lib, x.contiguous())
+        fits = x.device.type == "cpu" and x.dtype == self.weight.dtype and x.shape[-1] % 16 == 0
+        if fits and x.dtype in (torch.bfloat16, torch.float32) and (lib := native.kernels()) is not None:
+            return self._native(lib, x.contiguous())
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * normed.to(x.dtype)
 

@@ -8,6 +8,8 @@ more time on overhead and generality than on the work (docs/engine.md, "Native k
 - `attention.cpp`: decode attention read straight from the paged cache through each sequence's slot
   table, instead of gathering every layer's K/V into a padded copy first.
 - `norm.cpp`: RMS norm in one call, rounded as the reference rounds it (torch needs four ops).
+- `decode_layers.cpp`: every decoder layer of a quantised llama model for a decode-only step in one
+  call, so a small step no longer pays Python and torch dispatch for each of its ~800 small ops.
 
 Why ctypes and not a torch extension: the library is plain C ABI with no torch headers, so it builds
 in seconds with the system's g++ instead of a minute, and cannot break with torch's ABI.
@@ -34,6 +36,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 SOURCES = sorted(Path(__file__).parent.glob("*.cpp"))
+HEADERS = sorted(Path(__file__).parent.glob("*.h"))
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "f16c", "fma")
 COMPILE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
 COMPILE_FLAGS += ["-mavx512vnni", "-mf16c", "-mfma"]
@@ -89,7 +92,7 @@ def _build() -> Path:
     compiler = _compiler()
     assert compiler is not None
     digest = hashlib.sha256(" ".join([compiler, *COMPILE_FLAGS]).encode())
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         digest.update(source.read_bytes())
     target = _cache_dir() / f"kernels-{digest.hexdigest()[:16]}.so"
     if target.is_file():
@@ -117,4 +120,6 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.blockq_linear.restype = None
     lib.rms_norm.argtypes = [i32, ptr, ptr, i64, i64, f32, ptr]
     lib.rms_norm.restype = None
+    lib.decode_layers.argtypes = [i32, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, ptr, f32, f32]
+    lib.decode_layers.restype = None
     return lib

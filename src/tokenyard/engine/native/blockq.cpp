@@ -16,33 +16,22 @@
 //
 // Plain C ABI (called through ctypes), single-threaded: decode steps run on one thread (threads.py).
 
-#include <immintrin.h>
-#include <stdint.h>
 #include <string.h>
 
 #include <vector>
 
+#include "kernels.h"
+#include "simd.h"
+
 namespace {
+
+inline __m512 load(const void* x, int bf16, int64_t index) {
+    return bf16 ? simd::load16(static_cast<const uint16_t*>(x) + index) : simd::load16(static_cast<const float*>(x) + index);
+}
 
 constexpr int kBlock = 32;
 constexpr int kTile = 16;
 constexpr int kMaxTokens = 8;  // tokens per pass over a weight tile: two accumulators each in registers
-
-inline __m512 load_activations(const void* x, int is_bf16, int64_t index) {
-    if (is_bf16) {
-        __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(x) + index));
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-    }
-    return _mm512_loadu_ps(static_cast<const float*>(x) + index);
-}
-
-// Round to nearest even, as torch does when it casts float32 to bfloat16 (inputs here are finite).
-inline __m256i to_bf16(__m512 v) {
-    __m512i bits = _mm512_castps_si512(v);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
-}
 
 template <int Bits, int Tokens>
 void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64_t k, const int8_t* qx,
@@ -92,9 +81,9 @@ void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64
     for (int t = 0; t < Tokens; ++t) {
         int64_t at = t * n + row;
         if (out_bf16) {
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + at), to_bf16(total[t]));
+            simd::store16(static_cast<uint16_t*>(out) + at, total[t]);
         } else {
-            _mm512_storeu_ps(static_cast<float*>(out) + at, total[t]);
+            simd::store16(static_cast<float*>(out) + at, total[t]);
         }
     }
 }
@@ -143,7 +132,7 @@ void blockq_quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int e
     for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t at = t * k + b * kBlock;
-            __m512 lo = load_activations(x, x_bf16, at), hi = load_activations(x, x_bf16, at + 16);
+            __m512 lo = load(x, x_bf16, at), hi = load(x, x_bf16, at + 16);
             float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, lo), _mm512_andnot_ps(sign, hi)));
             float d = amax / 127.0f, inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
             __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, _mm512_set1_ps(inverse)));

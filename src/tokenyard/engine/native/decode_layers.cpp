@@ -1,0 +1,179 @@
+// The decoder layers of a quantised llama-family model for a decode-only step, in one call.
+//
+// At small batch a step is hundreds of small operations; run from Python each costs microseconds of
+// dispatch, more than the work (docs/engine.md, "Native kernels"). This runs every layer's norm,
+// Q/K/V projection, rotary embedding, cache write, attention, output projection, residual, MLP and
+// residual for all tokens of the step, calling the other kernels here directly.
+//
+// Each intermediate is rounded to the activations' dtype where the Python model code rounds it (an
+// op's output tensor), so the results match that code's up to the exp in SiLU. One query token per
+// sequence, as the decode step has: token t writes its K/V to slot_mapping[t] and attends to the
+// first lengths[t] slots of row t of `slots`.
+
+#include <math.h>
+#include <string.h>
+
+#include <vector>
+
+#include "kernels.h"
+#include "simd.h"
+
+namespace {
+
+using simd::load16;
+using simd::round16;
+using simd::store16;
+
+// A quantised linear layer as Python lays it out: 6 int64 values.
+struct Linear {
+    const uint8_t* weights;
+    const uint16_t* scales;
+    int64_t bits, n, k;
+    const void* bias;  // [n] in the activations' dtype, or null
+};
+
+constexpr int kLayerFields = 2 + 4 * 6 + 2;  // norms, four linears, K and V cache
+
+struct Layer {
+    const void* input_norm;
+    const void* post_norm;
+    Linear qkv, o, gate_up, down;
+    void* k_cache;  // [kv_heads, num_slots, dim] of this layer
+    void* v_cache;
+};
+
+struct Shape {
+    int64_t hidden, heads, kv_heads, dim, intermediate, num_slots;
+};
+
+Linear read_linear(const int64_t* f) {
+    return {reinterpret_cast<const uint8_t*>(f[0]), reinterpret_cast<const uint16_t*>(f[1]), f[2], f[3], f[4],
+            reinterpret_cast<const void*>(f[5])};
+}
+
+Layer read_layer(const int64_t* f) {
+    Layer layer;
+    layer.input_norm = reinterpret_cast<const void*>(f[0]);
+    layer.post_norm = reinterpret_cast<const void*>(f[1]);
+    layer.qkv = read_linear(f + 2);
+    layer.o = read_linear(f + 8);
+    layer.gate_up = read_linear(f + 14);
+    layer.down = read_linear(f + 20);
+    layer.k_cache = reinterpret_cast<void*>(f[26]);
+    layer.v_cache = reinterpret_cast<void*>(f[27]);
+    return layer;
+}
+
+template <typename T>
+constexpr int is_bf16() {
+    return sizeof(T) == 2;
+}
+
+template <typename T>
+void linear(const Linear& l, const T* x, int64_t tokens, T* out) {
+    blockq_linear(static_cast<int>(l.bits), l.weights, l.scales, l.n, l.k, x, is_bf16<T>(), tokens, out, is_bf16<T>());
+    if (l.bias == nullptr) return;
+    const T* bias = static_cast<const T*>(l.bias);
+    for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t i = 0; i < l.n; i += 16)
+            store16(out + t * l.n + i, _mm512_add_ps(load16(out + t * l.n + i), load16(bias + i)));
+}
+
+// x += y, rounded to the dtype (the residual connection).
+template <typename T>
+void add_into(T* x, const T* y, int64_t count) {
+    for (int64_t i = 0; i < count; i += 16) store16(x + i, _mm512_add_ps(load16(x + i), load16(y + i)));
+}
+
+// Rotary embedding of one head (Hugging Face's rotate-half layout): out = x cos + rotate(x) sin,
+// each product rounded to the dtype, then the sum. dim: a multiple of 32.
+template <typename T>
+void rotate(const T* x, const T* cos, const T* sin, int64_t dim, T* out) {
+    const int64_t half = dim / 2;
+    for (int64_t i = 0; i < dim; i += 16) {
+        __m512 rotated = i < half ? _mm512_sub_ps(_mm512_setzero_ps(), load16(x + i + half)) : load16(x + i - half);
+        __m512 a = round16(_mm512_mul_ps(load16(x + i), load16(cos + i)), x);
+        __m512 b = round16(_mm512_mul_ps(rotated, load16(sin + i)), x);
+        store16(out + i, _mm512_add_ps(a, b));
+    }
+}
+
+// out = silu(gate) * up, rounded after the SiLU and after the product; gate_up: [tokens, 2 * size].
+template <typename T>
+void silu_mul(const T* gate_up, int64_t tokens, int64_t size, T* out) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t t = 0; t < tokens; ++t) {
+        const T* gate = gate_up + t * 2 * size;
+        const T* up = gate + size;
+        for (int64_t i = 0; i < size; i += 16) {
+            __m512 g = load16(gate + i);
+            __m512 silu = round16(_mm512_div_ps(g, _mm512_add_ps(one, simd::exp16(_mm512_sub_ps(_mm512_setzero_ps(), g)))), gate);
+            store16(out + t * size + i, _mm512_mul_ps(silu, load16(up + i)));
+        }
+    }
+}
+
+template <typename T>
+void run_layer(const Layer& layer, const Shape& s, T* x, int64_t tokens, const T* cos_sin, const int64_t* slot_mapping,
+               const int64_t* slots, int64_t width, const int64_t* lengths, float eps, float scale) {
+    thread_local std::vector<T> normed, qkv, queries, attended, projected, gate_up, activated;
+    const int64_t heads = s.heads, kv_heads = s.kv_heads, dim = s.dim, row = (heads + 2 * kv_heads) * dim;
+    normed.resize(tokens * s.hidden);
+    qkv.resize(tokens * row);
+    queries.resize(tokens * heads * dim);
+    attended.resize(tokens * heads * dim);
+    projected.resize(tokens * s.hidden);
+    gate_up.resize(tokens * 2 * s.intermediate);
+    activated.resize(tokens * s.intermediate);
+
+    rms_norm(is_bf16<T>(), x, layer.input_norm, tokens, s.hidden, eps, normed.data());
+    linear(layer.qkv, normed.data(), tokens, qkv.data());
+    T* k_cache = static_cast<T*>(layer.k_cache);
+    T* v_cache = static_cast<T*>(layer.v_cache);
+    for (int64_t t = 0; t < tokens; ++t) {  // rotate Q and K; K and V go straight into their cache slot
+        const T* cos = cos_sin + t * 2 * dim;
+        const T* sin = cos + dim;
+        const T* source = qkv.data() + t * row;
+        for (int64_t h = 0; h < heads; ++h) rotate(source + h * dim, cos, sin, dim, queries.data() + (t * heads + h) * dim);
+        for (int64_t h = 0; h < kv_heads; ++h) {
+            const int64_t at = (h * s.num_slots + slot_mapping[t]) * dim;
+            rotate(source + (heads + h) * dim, cos, sin, dim, k_cache + at);
+            memcpy(v_cache + at, source + (heads + kv_heads + h) * dim, dim * sizeof(T));
+        }
+    }
+    paged_decode_attention(is_bf16<T>(), queries.data(), k_cache, v_cache, s.num_slots, slots, width, lengths, tokens,
+                           heads, kv_heads, dim, scale, attended.data());
+    linear(layer.o, attended.data(), tokens, projected.data());
+    add_into(x, projected.data(), tokens * s.hidden);
+
+    rms_norm(is_bf16<T>(), x, layer.post_norm, tokens, s.hidden, eps, normed.data());
+    linear(layer.gate_up, normed.data(), tokens, gate_up.data());
+    silu_mul(gate_up.data(), tokens, s.intermediate, activated.data());
+    linear(layer.down, activated.data(), tokens, projected.data());
+    add_into(x, projected.data(), tokens * s.hidden);
+}
+
+}  // namespace
+
+extern "C" {
+
+// x [tokens, hidden]: the embeddings in, the last layer's output out (in place). layers: num_layers rows
+// of kLayerFields int64 values (see read_layer); shape: hidden, heads, kv_heads, dim, intermediate,
+// num_slots. cos_sin [tokens, 2, dim]: each token's rotary cos and sin, in the activations' dtype.
+void decode_layers(int bf16, const int64_t* layers, int64_t num_layers, const int64_t* shape, void* x, int64_t tokens,
+                   const void* cos_sin, const int64_t* slot_mapping, const int64_t* slots, int64_t width,
+                   const int64_t* lengths, float eps, float scale) {
+    const Shape s{shape[0], shape[1], shape[2], shape[3], shape[4], shape[5]};
+    for (int64_t i = 0; i < num_layers; ++i) {
+        const Layer layer = read_layer(layers + i * kLayerFields);
+        if (bf16) {
+            run_layer(layer, s, static_cast<uint16_t*>(x), tokens, static_cast<const uint16_t*>(cos_sin), slot_mapping,
+                      slots, width, lengths, eps, scale);
+        } else {
+            run_layer(layer, s, static_cast<float*>(x), tokens, static_cast<const float*>(cos_sin), slot_mapping, slots,
+                      width, lengths, eps, scale);
+        }
+    }
+}
+
+}  // extern "C"

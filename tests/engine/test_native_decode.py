@@ -1,0 +1,88 @@
+"""Decode-only steps through the native layer loop (`decode_layers`) against the model's own forward.
+
+The native loop rounds every intermediate where the Python model code does, so greedy tokens must be
+identical. Logits agree up to float noise (an exp computed differently can move an activation across an
+int8 rounding step of the next quantised layer: a fraction of a percent). Skipped, with the reason,
+where the kernels cannot be built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.engine.test_llama import CONFIGS, make_seq, plan_of, save_random_model
+from tokenyard.engine import native
+from tokenyard.engine.kv_cache import BlockManager
+from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
+from tokenyard.engine.modeling.native_decode import NativeDecoder
+
+REASON = native.unavailable_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"native kernels unavailable: {REASON}")
+SHAPE = dict(hidden_size=64, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+
+
+def quantised_runner(name: str, folder: Path, dtype: torch.dtype, quantization: str) -> LlamaRunner:
+    config = CONFIGS[name].__class__(**{**CONFIGS[name].to_dict(), **SHAPE})
+    save_random_model(config, folder)
+    return LlamaRunner.load(
+        folder,
+        config,
+        device=torch.device("cpu"),
+        dtype=dtype,
+        quantization=quantization,
+        kv_cache_bytes=lambda per_token: 1 << 20,
+        max_positions=256,
+    )
+
+
+def decode(runner: LlamaRunner, batch: int, steps: int) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Greedy decoding of `batch` prompts of different lengths: (tokens, each step's logits)."""
+    manager = BlockManager(runner.num_blocks, BLOCK_SIZE)
+    seqs = [make_seq([(5 * i + j) % 97 for j in range(3 + 6 * i)]) for i in range(batch)]
+    for seq in seqs:
+        manager.allocate(seq, seq.num_tokens + steps)
+    history = []
+    with torch.inference_mode():
+        logits = runner.run(plan_of(*((seq, 0, seq.num_tokens, True) for seq in seqs)))
+        for _ in range(steps):
+            for seq, row in zip(seqs, logits, strict=True):
+                seq.output_token_ids.append(int(row.argmax()))
+            logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs)))
+            history.append(logits)
+    return [seq.output_token_ids for seq in seqs], history
+
+
+@pytest.mark.parametrize("name", ["llama-tied", "qwen2-bias"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("quantization", ["int4", "int8"])
+def test_native_decode_matches_the_model_forward(
+    name: str, dtype: torch.dtype, quantization: str, tmp_path: Path
+) -> None:
+    runner = quantised_runner(name, tmp_path, dtype, quantization)
+    assert isinstance(runner.decoder, NativeDecoder)
+    native_tokens, native_logits = decode(runner, batch=3, steps=6)
+    runner.decoder = None  # the model's own forward, on the same weights and a fresh cache
+    torch_tokens, torch_logits = decode(runner, batch=3, steps=6)
+    assert native_tokens == torch_tokens
+    for fast, reference in zip(native_logits, torch_logits, strict=True):
+        assert float((fast - reference).abs().max()) < 0.01 * float(reference.abs().max())
+
+
+def test_decoder_is_only_built_for_native_quantised_layers(tmp_path: Path) -> None:
+    assert quantised_runner("llama-tied", tmp_path / "dense", torch.float32, "none").decoder is None
+    assert quantised_runner("llama-tied", tmp_path / "q", torch.float32, "int4").decoder is not None
+
+
+def test_steps_with_a_prompt_chunk_take_the_model_forward(tmp_path: Path) -> None:
+    runner = quantised_runner("llama-tied", tmp_path, torch.float32, "int4")
+    assert runner.decoder is not None
+    calls = []
+    original = runner.decoder.__call__
+    runner.decoder.__class__ = type(
+        "Counting", (NativeDecoder,), {"__call__": lambda s, *a: calls.append(1) or original(*a)}
+    )
+    decode(runner, batch=2, steps=2)  # one prompt step, then two decode-only steps
+    assert len(calls) == 2
