@@ -104,11 +104,15 @@ def perplexity(runner: LlamaRunner, ids: list[int]) -> float:
     The pass has many rows, where quantised layers would switch to their dense weights: the switch is
     lifted here so that the figure measures the quantised kernels that decode with.
     """
-    saved, quant.QUANTISED_MAX_ROWS = quant.QUANTISED_MAX_ROWS, len(ids)
+    layers = [m for m in runner.model.modules() if isinstance(m, quant.QuantisedLinear)]
+    saved = [layer.max_rows for layer in layers]
+    for layer in layers:
+        layer.max_rows = len(ids)
     try:
         return _perplexity(runner, ids)
     finally:
-        quant.QUANTISED_MAX_ROWS = saved
+        for layer, rows in zip(layers, saved, strict=True):
+            layer.max_rows = rows
 
 
 def _perplexity(runner: LlamaRunner, ids: list[int]) -> float:

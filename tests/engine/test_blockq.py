@@ -5,6 +5,9 @@ Skipped, with the reason, where the kernels cannot be built (no AVX512-VNNI, no 
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -85,3 +88,20 @@ def test_quantize_linears_uses_native_blocks_for_layers_and_output() -> None:
 def test_unavailable_reason_names_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENYARD_NATIVE", "0")
     assert native.unavailable_reason() == "TOKENYARD_NATIVE=0"
+
+
+def test_a_failing_compiler_turns_the_kernels_off_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    monkeypatch.setenv("TOKENYARD_NATIVE_CACHE", str(tmp_path))
+    if native.unavailable_reason() is not None:
+        pytest.skip(f"the kernels are off here before any build: {native.unavailable_reason()}")
+    native.kernels.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tokenyard.engine.native"):
+            assert native.kernels() is None
+        assert "native kernels off (the compiler failed" in caplog.text
+        assert list(tmp_path.glob("*.so")) == []
+    finally:
+        native.kernels.cache_clear()  # the next caller builds (or loads) the real library again

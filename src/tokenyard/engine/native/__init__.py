@@ -73,7 +73,10 @@ def kernels() -> ctypes.CDLL | None:
     if reason is None:
         try:
             return _load(_build())
-        except (OSError, subprocess.CalledProcessError) as exc:
+        except subprocess.CalledProcessError as exc:
+            errors = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+            reason = f"the compiler failed: {errors[-1] if errors else exc}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
             reason = f"building the kernels failed: {exc}"
     logger.warning("native kernels off (%s): torch's kernels run everything", reason)
     return None
@@ -110,10 +113,6 @@ def _build() -> Path:
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     ptr, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-    lib.blockq_quantize.argtypes = [ptr, i32, i64, i64, i32, ptr, ptr, ptr]
-    lib.blockq_quantize.restype = None
-    lib.blockq_gemm.argtypes = [i32, ptr, ptr, i64, i64, ptr, ptr, ptr, i64, ptr, i32]
-    lib.blockq_gemm.restype = None
     lib.paged_decode_attention.argtypes = [i32, ptr, ptr, ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, f32, ptr]
     lib.paged_decode_attention.restype = None
     lib.blockq_linear.argtypes = [i32, ptr, ptr, i64, i64, ptr, i32, i64, ptr, i32]
