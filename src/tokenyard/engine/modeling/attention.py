@@ -7,10 +7,13 @@ then read back through per-sequence slot lists: all decode tokens at once over a
 gather with a length mask, and each prompt chunk in its own `scaled_dot_product_attention` call with
 a causal mask offset by the tokens it already has in the cache.
 
+On CPUs where the native kernels load, decode tokens instead go to `paged_decode_attention`
+(engine/native/attention.cpp), which reads each context straight from the cache through its slot
+table: no gathered copy, no padding. The torch path stays for other CPUs, CUDA and prompt chunks.
+
 Head-major, because then a gather along the slot axis is already in the [Hkv, B, L, D] layout the
 batched matmuls and SDPA read: with slots first, every layer paid a transposing copy of the gathered
-K/V (13% of a 16-sequence step). Written for clarity on CPU, where the gather is cheap next to the
-matmuls; a fused paged kernel would replace `_attend_*` on a GPU.
+K/V (13% of a 16-sequence step).
 """
 
 from __future__ import annotations
