@@ -55,9 +55,21 @@ def decode(runner: LlamaRunner, batch: int, steps: int) -> tuple[list[list[int]]
     return [seq.output_token_ids for seq in seqs], history
 
 
+MODES = [
+    (torch.float32, "int4"),
+    (torch.float32, "int8"),
+    (torch.bfloat16, "int4"),
+    (torch.bfloat16, "int8"),
+    pytest.param(
+        torch.bfloat16,
+        "none",
+        marks=pytest.mark.skipif(not native.has_bf16_dot(), reason="the CPU lacks AVX512-BF16 (dense kernel)"),
+    ),
+]
+
+
 @pytest.mark.parametrize("name", ["llama-tied", "qwen2-bias"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("quantization", ["int4", "int8"])
+@pytest.mark.parametrize(("dtype", "quantization"), MODES)
 def test_native_decode_matches_the_model_forward(
     name: str, dtype: torch.dtype, quantization: str, tmp_path: Path
 ) -> None:
@@ -71,8 +83,8 @@ def test_native_decode_matches_the_model_forward(
         assert float((fast - reference).abs().max()) < 0.01 * float(reference.abs().max())
 
 
-def test_decoder_is_only_built_for_native_quantised_layers(tmp_path: Path) -> None:
-    assert quantised_runner("llama-tied", tmp_path / "dense", torch.float32, "none").decoder is None
+def test_decoder_is_only_built_for_layers_it_has_kernels_for(tmp_path: Path) -> None:
+    assert quantised_runner("llama-tied", tmp_path / "dense", torch.float32, "none").decoder is None  # float32 dense
     assert quantised_runner("llama-tied", tmp_path / "q", torch.float32, "int4").decoder is not None
 
 

@@ -84,7 +84,7 @@ class LlamaRunner:
             scale=spec.head_dim**-0.5,
         )
         self.threads: ThreadBudget | None = None
-        self.decoder: NativeDecoder | None = None  # decode-only steps in one native call (quantised, CPU)
+        self.decoder: NativeDecoder | None = None  # decode-only steps in one native call (CPU)
         if device.type == "cpu":
             self.threads = ThreadBudget(torch.get_num_threads())
             thread_linears(model, self.threads)
@@ -143,8 +143,8 @@ class LlamaRunner:
         input_ids, positions, sample_rows = self._prepare(plan)
         if self.decoder is not None and self.decoder.fits(self.attention.meta):
             hidden = self.decoder(input_ids, positions, self.attention.meta)  # [T, hidden]
-        else:
-            hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
+            return self.decoder.logits(hidden[sample_rows])  # [N, V]
+        hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
         return self.model.compute_logits(hidden[sample_rows])  # [N, V]
 
     def run_with_prompt_logits(

@@ -1,14 +1,16 @@
-"""Decode-only steps of a quantised llama-family model through `decode_layers` (one native call).
+"""Decode-only steps of a llama-family model through `decode_layers` (one native call per step).
 
 A decode step at small batch is ~30 small operations per layer; from Python each costs microseconds of
 dispatch, which was half of a batch-1 step of SmolLM2 once the matrix multiplies were native. The
 native loop runs the same computation with the same roundings (engine/native/decode_layers.cpp); the
-embedding lookup, the final norm and the output projection stay here (once per step).
+embedding lookup and the final norm stay here, and the output projection runs on the native dense
+kernel where it is a plain bfloat16 layer and the step is small.
 
-It applies when the CPU kernels load, the model is bfloat16 or float32 with every layer quantised to
-native blocks (`--quantization int4/int8`), head_dim is a multiple of 32 and the hidden size of 16;
-and per step, when the step is decode-only with at most `max_rows` sequences. Otherwise the model's
-own forward runs, so each step takes whichever path is faster and the results agree.
+It applies when the CPU kernels load and the model is bfloat16 or float32 with head_dim a multiple of
+32 and the hidden size of 16, with every layer either quantised to native blocks
+(`--quantization int4/int8`) or, in bfloat16 on CPUs with AVX512-BF16, dense; and per step, when the
+step is decode-only with at most `max_rows` sequences. Otherwise the model's own forward runs, so each
+step takes whichever path is faster and the results agree.
 """
 
 from __future__ import annotations
@@ -23,32 +25,59 @@ from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttentio
 from tokenyard.engine.modeling.blockq import BLOCKQ_MAX_ROWS, BlockQLinear
 from tokenyard.engine.modeling.llama import LlamaModel
 
+DENSE_MAX_ROWS = 16  # the native dense kernel ties torch's bfloat16 matmul at 16 rows and loses beyond
+DENSE_OUTPUT_MAX_ROWS = 8  # the output projection (49,152 rows for SmolLM2): 2.5 against 6.9 ms at 1 row
+
 
 def _unwrapped(module: nn.Module) -> nn.Module:
     return getattr(module, "inner", module)  # ThreadedLinear wraps the layer it runs
 
 
+def _dense_bf16(layer: nn.Module) -> bool:
+    """A plain bfloat16 linear layer the dense kernel can take (on a CPU that has AVX512-BF16)."""
+    return (
+        type(layer) is nn.Linear
+        and layer.weight.dtype == torch.bfloat16
+        and layer.in_features % 32 == 0
+        and layer.weight.is_contiguous()
+        and native.has_bf16_dot()
+    )
+
+
 def _linear_fields(module: nn.Module) -> list[int] | None:
+    """The 6 values decode_layers.cpp reads for a linear layer, or None if it cannot run it."""
     layer = _unwrapped(module)
-    if not isinstance(layer, BlockQLinear):
-        return None
-    bias = layer.bias.data_ptr() if layer.bias is not None else 0
-    return [layer.weights.data_ptr(), layer.scales.data_ptr(), layer.bits, layer.out_features, layer.in_features, bias]
+    bias = layer.bias.data_ptr() if getattr(layer, "bias", None) is not None else 0
+    if isinstance(layer, BlockQLinear):
+        return [
+            layer.weights.data_ptr(),
+            layer.scales.data_ptr(),
+            layer.bits,
+            layer.out_features,
+            layer.in_features,
+            bias,
+        ]
+    if isinstance(layer, nn.Linear) and _dense_bf16(layer):
+        return [layer.weight.data_ptr(), 0, 16, layer.out_features, layer.in_features, bias]
+    return None
 
 
 class NativeDecoder:
     """The decoder layers of `model` for decode-only steps, as one native call per step."""
 
-    max_rows = BLOCKQ_MAX_ROWS  # beyond this the dense weights (model forward) are faster
-
-    def __init__(self, lib: ctypes.CDLL, model: LlamaModel, attention: PagedAttention, table: torch.Tensor) -> None:
+    def __init__(
+        self, lib: ctypes.CDLL, model: LlamaModel, attention: PagedAttention, table: torch.Tensor, max_rows: int
+    ) -> None:
         self.lib, self.model, self.attention = lib, model, attention
         self.table = table  # [layers, fields] int64: pointers into `model` and the cache, which outlive it
+        self.max_rows = max_rows
         spec = model.spec
         num_slots = attention.k_cache.shape[2]
         shape = [spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.intermediate_size, num_slots]
         self.shape = torch.tensor(shape, dtype=torch.int64)
         self.bf16 = int(attention.k_cache.dtype == torch.bfloat16)
+        head = _unwrapped(model.lm_head)
+        self.dense_head = head if _dense_bf16(head) else None
 
     @classmethod
     def build(cls, model: LlamaModel, attention: PagedAttention) -> NativeDecoder | None:
@@ -59,7 +88,7 @@ class NativeDecoder:
             return None
         if spec.head_dim % 32 or spec.hidden_size % 16 or model.embed_tokens.weight.dtype != cache.dtype:
             return None
-        rows = []
+        rows, dense = [], False
         for index, layer in enumerate(model.layers):
             linears = [layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
             fields = [_linear_fields(linear) for linear in linears]
@@ -68,8 +97,10 @@ class NativeDecoder:
             row = [layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()]
             for field in fields:
                 row += field or []
+                dense = dense or (field or [0, 0, 0])[2] == 16
             rows.append([*row, cache[index].data_ptr(), attention.v_cache[index].data_ptr()])
-        return cls(lib, model, attention, torch.tensor(rows, dtype=torch.int64))
+        max_rows = DENSE_MAX_ROWS if dense else BLOCKQ_MAX_ROWS
+        return cls(lib, model, attention, torch.tensor(rows, dtype=torch.int64), max_rows)
 
     def fits(self, meta: AttentionMetadata) -> bool:
         """Whether a step with this metadata can run here: decode-only, few enough rows, native attention."""
@@ -98,3 +129,22 @@ class NativeDecoder:
             self.attention.scale,
         )
         return model.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`LlamaModel.compute_logits`, on the native dense kernel for a plain bfloat16 output projection
+        and few rows: [N, hidden] -> [N, V] float32."""
+        head = self.dense_head
+        if head is None or hidden.shape[0] > DENSE_OUTPUT_MAX_ROWS or hidden.dtype != torch.bfloat16:
+            return self.model.compute_logits(hidden)
+        hidden = hidden.contiguous()
+        out = torch.empty(hidden.shape[0], head.out_features, dtype=torch.float32)
+        self.lib.dense_bf16_linear(
+            head.weight.data_ptr(),
+            head.out_features,
+            head.in_features,
+            hidden.data_ptr(),
+            hidden.shape[0],
+            out.data_ptr(),
+            0,
+        )
+        return out if head.bias is None else out + head.bias

@@ -1,4 +1,4 @@
-// The decoder layers of a quantised llama-family model for a decode-only step, in one call.
+// The decoder layers of a llama-family model for a decode-only step, in one call.
 //
 // At small batch a step is hundreds of small operations; run from Python each costs microseconds of
 // dispatch, more than the work (docs/engine.md, "Native kernels"). This runs every layer's norm,
@@ -69,9 +69,15 @@ constexpr int is_bf16() {
     return sizeof(T) == 2;
 }
 
+// bits 4 or 8: native blocks; 16: dense bfloat16 weights (Python passes those for bfloat16 models only).
 template <typename T>
 void linear(const Linear& l, const T* x, int64_t tokens, T* out) {
-    blockq_linear(static_cast<int>(l.bits), l.weights, l.scales, l.n, l.k, x, is_bf16<T>(), tokens, out, is_bf16<T>());
+    if (l.bits == 16) {
+        dense_bf16_linear(reinterpret_cast<const uint16_t*>(l.weights), l.n, l.k, reinterpret_cast<const uint16_t*>(x),
+                          tokens, out, 1);
+    } else {
+        blockq_linear(static_cast<int>(l.bits), l.weights, l.scales, l.n, l.k, x, is_bf16<T>(), tokens, out, is_bf16<T>());
+    }
     if (l.bias == nullptr) return;
     const T* bias = static_cast<const T*>(l.bias);
     for (int64_t t = 0; t < tokens; ++t)
