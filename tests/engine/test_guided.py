@@ -166,12 +166,15 @@ class GuidedRow:
 
 
 @pytest.mark.parametrize("penalty", [1e-300, 1e-30, 1e30, 1e300])
+@pytest.mark.parametrize(("low", "high"), [(-2.0, 2.0), (-3.0, -1.01)])
 def test_extreme_repetition_penalties_keep_the_mask_and_a_valid_draw(
-    compiler: GuideCompiler, hf: Any, penalty: float
+    compiler: GuideCompiler, hf: Any, penalty: float, low: float, high: float
 ) -> None:
-    """A penalty beyond float32 (valid input) once turned masked -inf logits into NaN: a 500."""
+    """A penalty beyond float32 (valid input) once turned masked -inf logits into NaN: a 500. With every
+    logit below -1, a huge penalty once overflowed every allowed token to -inf as well."""
     matcher = compiler.matcher(Guide("json_schema", json.dumps(SCHEMA)))
     params = SamplingParams(max_tokens=4, temperature=1, repetition_penalty=penalty)
     row = GuidedRow(params, matcher, prompt_token_ids=list(range(len(hf))))  # every token "seen"
-    tokens, _ = sample_batch(torch.randn(1, len(hf)), [row], [make_generator(0, torch.device("cpu"))])
+    logits = low + (high - low) * torch.rand(1, len(hf), generator=torch.Generator().manual_seed(3))
+    tokens, _ = sample_batch(logits, [row], [make_generator(0, torch.device("cpu"))])
     assert tokens[0] in allowed_tokens(matcher, len(hf))

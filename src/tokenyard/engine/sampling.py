@@ -65,6 +65,9 @@ def apply_top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return filtered / filtered.sum(dim=-1, keepdim=True)
 
 
+PENALTY_LIMIT = 1e30  # |logit| after a repetition penalty; / the 1e-5 temperature floor is still finite
+
+
 def logits_to_probs(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Temperature, then top-k, then top-p; float32 so bfloat16 logits do not lose the tail."""
     # logits: [..., V] -> probs: [..., V]
@@ -121,7 +124,11 @@ def apply_penalties(
         finfo = torch.finfo(logits.dtype)
         bounded = min(max(repetition, finfo.tiny), finfo.max)
         penalized = torch.where(picked > 0, picked / bounded, picked * bounded)
-        logits[seen] = penalized.clamp(max=finfo.max)
+        # A real logit pushed past ±PENALTY_LIMIT stays finite there, far from any unpenalised one, even
+        # after the smallest temperature: had every allowed token overflowed to -inf, it would share a
+        # masked token's -inf and the softmax of the row would be NaN.
+        bounded_logits = penalized.clamp(-PENALTY_LIMIT, PENALTY_LIMIT)
+        logits[seen] = torch.where(picked.isneginf(), picked, bounded_logits)
     if (presence or frequency) and output_ids:
         ids = torch.tensor(list(output_ids), dtype=torch.long, device=logits.device)
         counts = torch.bincount(ids, minlength=logits.shape[-1]).to(logits.dtype)  # [V]
