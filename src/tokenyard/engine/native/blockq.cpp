@@ -121,12 +121,8 @@ void gemm(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, 
     }
 }
 
-}  // namespace
-
-extern "C" {
-
 // x [tokens, k] (bfloat16 if x_bf16, else float32) -> qx [tokens, k] int8, dx and sums [tokens, k / 32].
-void blockq_quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, float* dx, float* sums) {
+void quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, float* dx, float* sums) {
     const int64_t blocks = k / kBlock;
     const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int64_t t = 0; t < tokens; ++t) {
@@ -145,9 +141,9 @@ void blockq_quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_
     }
 }
 
-// out [tokens, n] (bfloat16 if out_bf16, else float32) = x @ W^T, x given as blockq_quantize's output.
-void blockq_gemm(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k,
-                 const int8_t* qx, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
+// out [tokens, n] (bfloat16 if out_bf16, else float32) = x @ W^T, x given as quantize's output.
+void multiply(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k,
+              const int8_t* qx, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
     if (bits == 4) {
         gemm<4>(weights, scales, n, k, qx, dx, sums, tokens, out, out_bf16);
     } else {
@@ -155,7 +151,11 @@ void blockq_gemm(int bits, const uint8_t* weights, const uint16_t* scales, int64
     }
 }
 
-// blockq_quantize then blockq_gemm in one call, the quantised activations in per-thread scratch.
+}  // namespace
+
+extern "C" {
+
+// quantize then multiply in one call, the quantised activations in per-thread scratch.
 void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16) {
     thread_local std::vector<int8_t> qx;
@@ -163,8 +163,8 @@ void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int
     qx.resize(tokens * k);
     dx.resize(tokens * k / kBlock);
     sums.resize(tokens * k / kBlock);
-    blockq_quantize(x, x_bf16, tokens, k, qx.data(), dx.data(), sums.data());
-    blockq_gemm(bits, weights, scales, n, k, qx.data(), dx.data(), sums.data(), tokens, out, out_bf16);
+    quantize(x, x_bf16, tokens, k, qx.data(), dx.data(), sums.data());
+    multiply(bits, weights, scales, n, k, qx.data(), dx.data(), sums.data(), tokens, out, out_bf16);
 }
 
 }  // extern "C"

@@ -4,9 +4,6 @@
 #include <stdint.h>
 
 extern "C" {
-void blockq_quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, float* dx, float* sums);
-void blockq_gemm(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int8_t* qx,
-                 const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16);
 void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16);
 void paged_decode_attention(int bf16, const void* q, const void* k_cache, const void* v_cache, int64_t num_slots,
