@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Test runs keep converted models here so the second run skips the GGUF conversion.
 export TOKENYARD_TEST_HOME ?= $(CURDIR)/.cache/test-home
 
-.PHONY: install serve test lint typecheck unit clean
+.PHONY: install serve test test-deps lint typecheck unit clean
 
 # Idempotent: the stamp file is rebuilt only when pyproject.toml changes.
 install: $(VENV)/.installed
@@ -30,7 +30,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install lint typecheck
+# Debian's promtool, Prometheus, nginx, HAProxy and Chromium, which the tests drive for real.
+test-deps:
+	scripts/test-deps.sh
+
+test: install test-deps lint typecheck
 	$(BIN)/pytest -q
 
 clean:
