@@ -96,14 +96,37 @@ def controller(config_file: str | None, host: str | None, port: int | None, disp
     run_controller(settings.controller, settings.cluster.secret())
 
 
+def _one_gpu_only(_ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    """FastChat splits one model over several GPUs; a tokenyard worker runs on one device."""
+    if value is not None and value != 1:
+        raise click.BadParameter(
+            "a tokenyard worker runs its model on one device, so only --num-gpus 1 is accepted; "
+            "for several GPUs start one worker per GPU (CUDA_VISIBLE_DEVICES=N tokenyard worker ...)",
+            param=param,
+        )
+
+
 @cli.command()
 @CONFIG_OPTION
-@click.option("--model", help="Alias, local Hugging Face folder, .gguf file or hub id.")
+@click.option("--model", "--model-path", "model", help="Alias, local Hugging Face folder, .gguf file or hub id.")
 @click.option("--model-name", "model_names", multiple=True, help="Alias to serve it as (repeatable).")
-@click.option("--controller", "controller_url", help="Controller URL.  [default: http://127.0.0.1:21001]")
+@click.option("--model-names", "model_names_csv", help="Aliases, comma-separated (FastChat's form).")
+@click.option(
+    "--controller",
+    "--controller-address",
+    "--controller-url",
+    "controller_url",
+    help="Controller URL.  [default: http://127.0.0.1:21001]",
+)
 @click.option("--host", help="Address to listen on.  [default: 127.0.0.1]")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port.  [default: 21002]")
-@click.option("--advertise-address", help="URL the gateway should use to reach this worker.")
+@click.option(
+    "--advertise-address",
+    "--worker-address",
+    "advertise_address",
+    help="URL the gateway should use to reach this worker.",
+)
+@click.option("--num-gpus", type=int, callback=_one_gpu_only, expose_value=False, help="FastChat's flag: only 1.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
 @click.option("--quantization", type=click.Choice(["none", "int8", "int4"]))
@@ -114,9 +137,20 @@ def controller(config_file: str | None, host: str | None, port: int | None, disp
 @click.option("--kv-cache-memory", type=click.FloatRange(0, min_open=True), help="GiB for the KV cache.")
 @click.option("--enforce-eager", is_flag=True, default=None, help="CUDA: decode without CUDA graphs.")
 @click.option("--heartbeat-interval", type=click.FloatRange(0, min_open=True), help="Seconds.  [default: 2]")
-def worker(config_file: str | None, model_names: tuple[str, ...], controller_url: str | None, **flags: Any) -> None:
-    """Run one model worker that registers with the controller."""
-    values = dict(flags, controller=controller_url, model_names=list(model_names) or None)
+def worker(
+    config_file: str | None,
+    model_names: tuple[str, ...],
+    model_names_csv: str | None,
+    controller_url: str | None,
+    **flags: Any,
+) -> None:
+    """Run one model worker that registers with the controller.
+
+    FastChat's model_worker flags are accepted too: --model-path, --controller-address (or
+    --controller-url), --worker-address, --model-names a,b; see docs/migrating-from-fastchat.md.
+    """
+    names = [*model_names, *(n.strip() for n in (model_names_csv or "").split(",") if n.strip())]
+    values = dict(flags, controller=controller_url, model_names=names or None)
     settings = _settings(config_file, worker=values)
     _setup_logging("worker")
     from tokenyard.worker.main import run_worker

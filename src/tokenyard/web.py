@@ -28,6 +28,7 @@ from tokenyard.errors import TokenyardError
 logger = logging.getLogger(__name__)
 
 CLUSTER_TOKEN_HEADER = "x-tokenyard-cluster-token"
+GATEWAY_HEADER = "x-tokenyard-gateway"  # a gateway's own URL, on its calls to the controller
 # Seconds a server keeps an idle connection open: longer than httpx clients (ours, and the OpenAI SDK)
 # keep one in their pool (httpx's default keepalive_expiry, 5 s). Were both 5 s, as are uvicorn's and
 # httpx's defaults, a client could send a request on a pooled connection just as the server, its event
@@ -117,6 +118,14 @@ class ClosingStreamingResponse(StreamingResponse):
     so the generator's own clean-up (closing upstream streams, aborting generation) would wait
     for garbage collection. Closing it here, shielded from the cancellation, makes it immediate.
     """
+
+    def __init__(self, content: Any, *, media_type: str | None = None, **kwargs: Any) -> None:
+        super().__init__(content, media_type=media_type, **kwargs)
+        if media_type == "text/event-stream":
+            # Tells nginx (and proxies that honour it) not to buffer the events; the shipped
+            # deploy/nginx config turns buffering off as well, for proxies that ignore this header.
+            self.headers.setdefault("x-accel-buffering", "no")
+            self.headers.setdefault("cache-control", "no-cache")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

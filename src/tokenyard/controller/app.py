@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from tokenyard import web
 from tokenyard.config import ControllerConfig
+from tokenyard.controller.api_hint import GatewaySightingMiddleware, GatewaySightings, OpenAIHintMiddleware
 from tokenyard.controller.dispatch import Policy, dispatch, make_policy
 from tokenyard.controller.registry import WorkerRegistry
 from tokenyard.errors import ErrorCode, ModelNotFoundError, NoHealthyWorkerError
@@ -74,7 +75,10 @@ def create_app(
     app.state.policy = make_policy(config.dispatch, rng)
     app.include_router(router)
     web.install_error_handlers(app)
+    gateways = GatewaySightings(clock)
+    app.add_middleware(GatewaySightingMiddleware, sightings=gateways)  # inside the token check
     app.add_middleware(web.ClusterAuthMiddleware, token=cluster_token)
+    app.add_middleware(OpenAIHintMiddleware, sightings=gateways)  # outermost: public
     return app
 
 

@@ -29,7 +29,7 @@ from tokenyard.protocol.openai import (
     ModelCard,
     ModelCardList,
 )
-from tokenyard.web import AssumeJSONBodyMiddleware, cluster_headers, install_error_handlers
+from tokenyard.web import GATEWAY_HEADER, AssumeJSONBodyMiddleware, cluster_headers, install_error_handlers
 
 ROUTE_REFRESH_SECONDS = 2.0  # how stale the routes kept for a controller outage may be
 # Listing models reaches no worker, and serves the last known list when the controller is away.
@@ -74,7 +74,9 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        async with httpx.AsyncClient(headers=cluster_headers(cluster_token), limits=limits) as client:
+        # The controller names the gateways that call it to clients that knock on its port by mistake.
+        headers = {**cluster_headers(cluster_token), GATEWAY_HEADER: f"http://{config.host}:{config.port}"}
+        async with httpx.AsyncClient(headers=headers, limits=limits) as client:
             router = Router(client, config.controller, config.models_cache_ttl)
             workers = WorkerClient(client, config.request_timeout, config.stall_timeout)
             service = GenerationService(router, workers, config.max_attempts, config.request_timeout)
