@@ -14,6 +14,7 @@ from tokenyard import __version__
 from tokenyard.config import GatewayConfig
 from tokenyard.gateway.generation import GenerationService
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
+from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
@@ -55,7 +56,7 @@ def register_routes(app: FastAPI) -> None:
     @app.post("/v1/embeddings", response_model=None, responses=documented(EmbeddingResponse))
     async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
         serving: EmbeddingServing = request.app.state.embedding
-        return await serving.create(body)
+        return await serving.create(body, request)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -90,8 +91,10 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
             await asyncio.gather(refresher, return_exceptions=True)
 
     app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)
+    app.state.outcomes = OutcomeListeners()  # metrics, metering and logs add themselves here
     install_error_handlers(app)
     register_routes(app)
     drop_validation_error_schemas(app)
     app.add_middleware(AssumeJSONBodyMiddleware)
+    app.add_middleware(OutcomeMiddleware, listeners=lambda: app.state.outcomes)
     return app

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from tokenyard.errors import InvalidRequestError, WorkerError
 from tokenyard.gateway.failover import with_failover
+from tokenyard.gateway.outcome import RequestTracker
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.streaming import merge_streams
 from tokenyard.gateway.worker_client import GenerationStream, WorkerClient
@@ -108,6 +109,7 @@ class ChoiceResult:
     logprobs: list[TokenLogprobs] = field(default_factory=list)
     prompt_logprobs: list[TokenLogprobs] | None = None
     prompt_text: str | None = None
+    worker: str | None = None  # the worker that produced it (the last one, if the stream was resumed)
 
     def count(self, chunk: GenerateChunk) -> None:
         """Usage only: what a stream keeps of each chunk."""
@@ -179,16 +181,33 @@ class GenerationService:
             raise failures[0]
         return streams
 
-    async def run(self, model: str, requests: list[GenerateRequest]) -> list[ChoiceResult]:
+    async def run(
+        self, model: str, requests: list[GenerateRequest], tracker: RequestTracker | None = None
+    ) -> list[ChoiceResult]:
         """Open the choices' streams and collect them whole (the non-streamed answer)."""
-        return await self.collect(await self.open(model, requests))
+        return await self.collect(await self.open(model, requests), tracker)
 
-    async def collect(self, streams: list[ResumingStream]) -> list[ChoiceResult]:
+    async def collect(self, streams: list[ResumingStream], tracker: RequestTracker | None = None) -> list[ChoiceResult]:
         results = [ChoiceResult() for _ in streams]
         async with aclosing(self.merged(streams)) as merged:
             async for index, chunk in merged:
                 results[index].add(chunk)
+                results[index].worker = streams[index].worker_id
+                if tracker is not None:
+                    tracker.on_chunk(index, chunk, streams[index].worker_id)
         return results
+
+
+def track_answer(tracker: RequestTracker, results: Sequence[ChoiceResult], usage: Usage, *, whole: bool) -> None:
+    """The request's record: usage as the workers counted it, each choice's text and finish reason.
+
+    `whole`: a non-streamed answer, handed over in one piece, so everything generated was delivered.
+    """
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    tracker.set_usage(usage.prompt_tokens, usage.completion_tokens, cached)
+    tracker.set_outputs([r.text for r in results], [r.finish_reason for r in results])
+    if whole:
+        tracker.delivered_all()
 
 
 def usage_of(results: Sequence[ChoiceResult], choices_per_prompt: int) -> Usage:
@@ -222,6 +241,11 @@ class ResumingStream:
         self._stream = stream
         self._finished = False
         self.resumes = 0
+
+    @property
+    def worker_id(self) -> str:
+        """The worker streaming now (another one after a resume)."""
+        return self._stream.worker_id
 
     async def chunks(self) -> AsyncGenerator[GenerateChunk, None]:
         token_ids: list[int] = []

@@ -16,9 +16,11 @@ from tokenyard.gateway.generation import (
     new_request_id,
     refuse_unsupported,
     sampling_options,
+    track_answer,
     usage_of,
 )
 from tokenyard.gateway.logprobs import chat_logprobs
+from tokenyard.gateway.outcome import RequestTracker, tracker_of
 from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
 from tokenyard.gateway.structured import ToolPlan, plan_request, worker_messages
 from tokenyard.gateway.tool_output import ToolCallStream, tool_message, without_nulls
@@ -57,13 +59,17 @@ class ChatServing:
         plan = plan_request(body)  # response_format and tools: refused here if inconsistent
         completion_id = new_request_id("chatcmpl")
         requests = self._worker_requests(body, completion_id, plan, logprobs)
+        tracker = tracker_of(raw.state)
+        tracker.begin(body.model, body, stream=body.stream)
         if body.stream:
             streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = self._stream(body.model, completion_id, streams, include_usage, plan.mode)
+            events = self._stream(body.model, completion_id, streams, include_usage, plan.mode, tracker)
             return ClosingStreamingResponse(events, media_type="text/event-stream")
         # Watching for the client from the start: it may leave while the first token is awaited.
-        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests))
+        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests, tracker))
+        usage = usage_of(results, body.n)
+        track_answer(tracker, results, usage, whole=True)
         answers = [self._message(r.text, r.finish_reason, plan.mode) for r in results]
         response = ChatCompletionResponse(
             id=completion_id,
@@ -77,7 +83,7 @@ class ChatServing:
                 )
                 for i, r in enumerate(results)
             ],
-            usage=usage_of(results, body.n),
+            usage=usage,
         )
         return JSONResponse(response.model_dump())
 
@@ -112,6 +118,7 @@ class ChatServing:
         streams: list[ResumingStream],
         include_usage: bool,
         mode: ToolMode | None = None,
+        tracker: RequestTracker | None = None,
     ) -> AsyncIterator[str]:
         def chunk(choices: list[ChatChunkChoice], usage: object = None) -> str:
             data = ChatCompletionChunk(id=completion_id, model=model, choices=choices).model_dump()
@@ -127,10 +134,15 @@ class ChatServing:
             yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
         counts = [ChoiceResult() for _ in streams]
         tool_streams = [ToolCallStream(mode) if mode else None for _ in streams]
+        tracker = tracker or tracker_of(None)
         try:
             async with aclosing(self.service.merged(streams)) as merged:
                 async for index, part in merged:
                     counts[index].count(part)
+                    tracker.on_chunk(index, part, streams[index].worker_id)
+                    counts[index].finish_reason = part.finish_reason or counts[index].finish_reason
+                    if tracker.keep_content:
+                        counts[index].text += part.text
                     tools = tool_streams[index]
                     if part.text or part.logprobs:
                         logprobs = chat_logprobs(part.logprobs) if part.logprobs is not None else None
@@ -143,10 +155,13 @@ class ChatServing:
                     if part.finish_reason is not None:
                         reason = part.finish_reason if tools is None else tools.finish_reason(part.finish_reason)
                         yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason)])  # type: ignore[arg-type]
+                    tracker.on_delivered(index, counts[index].completion_tokens)
         except Exception as exc:
             yield sse_error(exc)
             yield SSE_DONE
             return
+        finally:
+            track_answer(tracker, counts, usage_of(counts, len(counts)), whole=False)
         if include_usage:
             yield chunk([], usage_of(counts, len(counts)).model_dump())
         yield SSE_DONE

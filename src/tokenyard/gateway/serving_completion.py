@@ -21,9 +21,11 @@ from tokenyard.gateway.generation import (
     new_request_id,
     refuse_unsupported,
     sampling_options,
+    track_answer,
     usage_of,
 )
 from tokenyard.gateway.logprobs import TextOffsets, completion_logprobs
+from tokenyard.gateway.outcome import RequestTracker, tracker_of
 from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
 from tokenyard.protocol.internal import GenerateChunk, GenerateRequest, SamplingOptions
 from tokenyard.protocol.openai import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse
@@ -127,21 +129,25 @@ class CompletionServing:
             for p, prompt in enumerate(prompts)
             for c in range(candidates)
         ]
+        tracker = tracker_of(raw.state)
+        tracker.begin(body.model, body, stream=body.stream)
         if body.stream:
             streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return ClosingStreamingResponse(
-                self._stream(body, completion_id, streams, include_usage), media_type="text/event-stream"
+                self._stream(body, completion_id, streams, include_usage, tracker), media_type="text/event-stream"
             )
         # Watching for the client from the start: it may leave while the first token is awaited.
-        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests))
+        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests, tracker))
         if body.max_tokens == 0:
             results = [_whole(prompt_only(_as_chunk(r))) for r in results]
+        usage = usage_of(results, candidates)
+        track_answer(tracker, results, usage, whole=True)
         response = CompletionResponse(
             id=completion_id,
             model=body.model,
             choices=[self._choice(i, r, body) for i, r in enumerate(best_candidates(results, candidates, body.n))],
-            usage=usage_of(results, candidates),
+            usage=usage,
         )
         return JSONResponse(response.model_dump())
 
@@ -156,6 +162,7 @@ class CompletionServing:
         completion_id: str,
         streams: list[ResumingStream],
         include_usage: bool,
+        tracker: RequestTracker | None = None,
     ) -> AsyncIterator[str]:
         def chunk(index: int, text: str, logprobs: CompletionLogprobs | None, finish_reason: str | None) -> str:
             choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)  # type: ignore[arg-type]
@@ -168,18 +175,26 @@ class CompletionServing:
 
         counts = [ChoiceResult() for _ in streams]
         texts = [ChoiceText(body) for _ in streams]
+        tracker = tracker or tracker_of(None)
         try:
             async with aclosing(self.service.merged(streams)) as merged:
                 async for index, part in merged:
                     part = prompt_only(part) if body.max_tokens == 0 else part
                     counts[index].count(part)
+                    counts[index].finish_reason = part.finish_reason or counts[index].finish_reason
+                    tracker.on_chunk(index, part, streams[index].worker_id)
                     text, logprobs = texts[index].piece(part)
+                    if tracker.keep_content:
+                        counts[index].text += text
                     if text or part.finish_reason is not None or (logprobs and logprobs.tokens):
                         yield chunk(index, text, logprobs, part.finish_reason)
+                    tracker.on_delivered(index, counts[index].completion_tokens)
         except Exception as exc:
             yield sse_error(exc)
             yield SSE_DONE
             return
+        finally:
+            track_answer(tracker, counts, usage_of(counts, body.n), whole=False)
         if include_usage:
             final = CompletionResponse(id=completion_id, model=body.model, choices=[]).model_dump()
             final["usage"] = usage_of(counts, body.n).model_dump()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import struct
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from tokenyard.errors import InvalidRequestError
 from tokenyard.gateway.failover import with_failover
 from tokenyard.gateway.generation import new_request_id
+from tokenyard.gateway.outcome import tracker_of
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.worker_client import WorkerClient
-from tokenyard.protocol.internal import EmbedRequest
+from tokenyard.protocol.internal import DispatchResponse, EmbedRequest, EmbedResponse
 from tokenyard.protocol.openai import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
 
@@ -51,11 +53,17 @@ class EmbeddingServing:
         self.workers = workers
         self.max_attempts = max_attempts
 
-    async def create(self, body: EmbeddingRequest) -> JSONResponse:
+    async def create(self, body: EmbeddingRequest, raw: Request | None = None) -> JSONResponse:
         request = worker_request(body)
-        result = await with_failover(
-            self.router, body.model, lambda target: self.workers.embed(target.address, request), self.max_attempts
-        )
+        tracker = tracker_of(raw.state if raw is not None else None)
+        tracker.begin(body.model, body)
+
+        async def embed(target: DispatchResponse) -> EmbedResponse:
+            tracker.worker = target.worker_id
+            return await self.workers.embed(target.address, request)
+
+        result = await with_failover(self.router, body.model, embed, self.max_attempts)
+        tracker.set_usage(result.prompt_tokens, 0, 0)
         encode = to_base64 if body.encoding_format == "base64" else (lambda v: v)
         response = EmbeddingResponse(
             data=[EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.embeddings)],
