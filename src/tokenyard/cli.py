@@ -17,8 +17,9 @@ import httpx
 from tokenyard import __version__
 from tokenyard.bench.command import bench as bench_command
 from tokenyard.config import Settings, load_settings
-from tokenyard.errors import ConfigError, ModelLoadError
+from tokenyard.errors import ConfigError, ModelLoadError, StoreError
 from tokenyard.protocol.internal import DispatchPolicy, WorkerList
+from tokenyard.store.command import db as db_command
 from tokenyard.web import cluster_headers
 
 CONFIG_OPTION = click.option(
@@ -36,7 +37,7 @@ def _setup_logging(role: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -215,6 +216,7 @@ def status(config_file: str | None, controller_url: str | None, output_format: s
 
 # Defined in its own package (flags, load generator, report); registered here as one more subcommand.
 cli.add_command(bench_command, name="bench")
+cli.add_command(db_command, name="db")
 
 
 def main() -> None:
@@ -233,7 +235,7 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"tokenyard: error: {exc}", err=True)
         sys.exit(2)
-    except ModelLoadError as exc:
+    except (ModelLoadError, StoreError) as exc:
         click.echo(f"tokenyard: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

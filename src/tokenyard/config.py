@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +21,10 @@ from pydantic_settings import (
 )
 
 from tokenyard.errors import ConfigError
+from tokenyard.governance.config import AuthConfig
+from tokenyard.governance.networks import normalise_networks
 from tokenyard.protocol.internal import DispatchPolicy
+from tokenyard.store.config import DatabaseConfig
 
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
@@ -124,6 +127,13 @@ class ServeConfig(_Section):
     restart_backoff: float = Field(default=1.0, gt=0, description="seconds before restarting a child")
 
 
+class RedisConfig(_Section):
+    url: str | None = Field(
+        default=None, description="redis://HOST:PORT/DB to share limits, quotas and revocations across gateways"
+    )
+    key_prefix: str = Field(default="tokenyard:", description="prefix of every key tokenyard writes in Redis")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOKENYARD_", env_nested_delimiter="__", extra="forbid", yaml_file=None
@@ -135,6 +145,21 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    ip_allowlist: list[str] = Field(default_factory=list, description="CIDRs allowed to reach /v1; empty: everyone")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="CIDRs of proxies whose X-Forwarded-For is believed"
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="bearer key for /admin (TOKENYARD_ADMIN_KEY); no key: the admin API is closed"
+    )
+
+    @field_validator("ip_allowlist", "trusted_proxies")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        return normalise_networks(values)
 
     @classmethod
     def settings_customise_sources(
@@ -149,6 +174,9 @@ class Settings(BaseSettings):
 
     def home_dir(self) -> Path:
         return self.home.expanduser()
+
+    def database_url(self) -> str:
+        return self.database.resolved_url(self.home_dir())
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

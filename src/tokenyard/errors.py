@@ -15,6 +15,7 @@ class ErrorCode(str, Enum):
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     MODEL_NOT_FOUND = "model_not_found"
     INVALID_API_KEY = "invalid_api_key"
+    ADDRESS_NOT_ALLOWED = "ip_not_allowed"
     RATE_LIMITED = "rate_limit_exceeded"
     OVERLOADED = "overloaded"
     NO_HEALTHY_WORKER = "no_healthy_worker"
@@ -85,6 +86,30 @@ class ModelNotFoundError(TokenyardError):
         super().__init__(f"The model `{model}` does not exist.", param="model")
 
 
+class AuthenticationError(TokenyardError):
+    """No API key, or one that is unknown, expired or revoked (OpenAI's 401)."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    default_code = ErrorCode.INVALID_API_KEY
+
+
+class AddressNotAllowedError(TokenyardError):
+    """The client's address is outside the allow-list of the service, the tenant or the key."""
+
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = ErrorCode.ADDRESS_NOT_ALLOWED
+
+
+class RateLimitedError(TokenyardError):
+    """A key's or a tenant's requests, tokens or parallel requests are over their limit."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = ErrorCode.RATE_LIMITED
+
+
 class OverloadedError(TokenyardError):
     status_code = 429
     error_type = "rate_limit_error"
@@ -127,6 +152,10 @@ class ModelLoadError(Exception):
 
 class ConfigError(Exception):
     """Bad configuration; the message names the offending key or flag."""
+
+
+class StoreError(Exception):
+    """The store cannot be used: unreachable, or its schema is not this code's; the message says what to do."""
 
 
 class UpstreamError(TokenyardError):

@@ -22,6 +22,7 @@ import httpx
 
 from tokenyard.config import Settings
 from tokenyard.protocol.internal import WorkerList, WorkerState
+from tokenyard.store import Store
 from tokenyard.web import cluster_headers
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,19 @@ def _shutdown(children: list[Child]) -> None:
             child.wait_or_kill(time.monotonic() + child.grace)
 
 
+def migrate_sqlite(settings: Settings) -> None:
+    """On SQLite (one host, the default) serve keeps the store's schema current itself; a server
+    database is upgraded by its operator with `tokenyard db upgrade` (the gateway says so)."""
+    store = Store(settings.database_url(), settings.database.pool_size)
+    try:
+        if store.kind == "sqlite":
+            store.upgrade()
+    finally:
+        store.close()
+
+
 def run_serve(settings: Settings, config_file: str | None) -> int:
+    migrate_sqlite(settings)
     children = build_children(settings, config_file)
 
     def kill_all(_signum: int, _frame: object) -> None:

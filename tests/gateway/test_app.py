@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 
-from tokenyard.config import GatewayConfig
+from tokenyard.config import GatewayConfig, Settings
 from tokenyard.gateway.app import create_app
 
 
 def client() -> httpx.AsyncClient:
-    app = create_app(GatewayConfig(controller="http://127.0.0.1:9"), cluster_token=None)
+    app = create_app(Settings(gateway=GatewayConfig(controller="http://127.0.0.1:9")))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
 
 

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.middleware import Middleware
 
 from tokenyard import __version__
-from tokenyard.config import GatewayConfig
+from tokenyard.config import Settings
 from tokenyard.gateway.generation import GenerationService
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
 from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
+from tokenyard.gateway.principal import DefaultPrincipalMiddleware
+from tokenyard.gateway.request_id import RequestIdMiddleware
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
 from tokenyard.gateway.serving_embedding import EmbeddingServing
 from tokenyard.gateway.worker_client import WorkerClient
+from tokenyard.governance.principal import anonymous
 from tokenyard.protocol.openai import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -30,6 +34,7 @@ from tokenyard.protocol.openai import (
     ModelCard,
     ModelCardList,
 )
+from tokenyard.store import Store
 from tokenyard.web import GATEWAY_HEADER, AssumeJSONBodyMiddleware, cluster_headers, install_error_handlers
 
 ROUTE_REFRESH_SECONDS = 2.0  # how stale the routes kept for a controller outage may be
@@ -69,8 +74,24 @@ def register_routes(app: FastAPI) -> None:
         return JSONResponse({"status": "no healthy worker"}, status_code=503)
 
 
-def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
-    """The gateway; its lifespan owns the one HTTP client every upstream call shares."""
+def middlewares(settings: Settings, outcomes: Callable[[], OutcomeListeners | None]) -> list[Middleware]:
+    """The gateway's layers, outermost first: each request passes them in this order."""
+    return [
+        Middleware(RequestIdMiddleware),  # first, so that every response (errors too) carries the id
+        Middleware(OutcomeMiddleware, listeners=outcomes),  # sees every /v1 outcome, refusals included
+        Middleware(AssumeJSONBodyMiddleware),
+        Middleware(DefaultPrincipalMiddleware, principal=anonymous(settings.auth.default_tenant)),
+    ]
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+    """The gateway; its lifespan owns the one HTTP client every upstream call shares.
+
+    `store` is the governance database (tenants, keys); tests pass their own. The app holds it on
+    `app.state.store` (None when nothing in this configuration needs a database).
+    """
+    config = settings.gateway
+    cluster_token = settings.cluster.secret()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,11 +111,16 @@ def create_app(config: GatewayConfig, cluster_token: str | None) -> FastAPI:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
 
-    app = FastAPI(title="tokenyard", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="tokenyard",
+        version=__version__,
+        lifespan=lifespan,
+        middleware=middlewares(settings, outcomes=lambda: app.state.outcomes),
+    )
+    app.state.settings = settings
+    app.state.store = store
     app.state.outcomes = OutcomeListeners()  # metrics, metering and logs add themselves here
     install_error_handlers(app)
     register_routes(app)
     drop_validation_error_schemas(app)
-    app.add_middleware(AssumeJSONBodyMiddleware)
-    app.add_middleware(OutcomeMiddleware, listeners=lambda: app.state.outcomes)
     return app

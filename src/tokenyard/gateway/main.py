@@ -4,9 +4,32 @@ from __future__ import annotations
 
 from tokenyard.config import Settings
 from tokenyard.gateway.app import create_app
+from tokenyard.store import Store
 from tokenyard.web import serve_app
 
 
+def open_store(settings: Settings) -> Store | None:
+    """The governance database, checked to be at this code's schema; None while nothing needs one.
+
+    Raises StoreError (the message says to run `tokenyard db upgrade`) on an older schema, so a
+    gateway never serves with tables its code does not expect.
+    """
+    if not settings.auth.enabled:
+        return None
+    store = Store(settings.database_url(), settings.database.pool_size)
+    try:
+        store.require_current_schema()
+    except Exception:
+        store.close()
+        raise
+    return store
+
+
 def run_gateway(settings: Settings) -> None:
-    app = create_app(settings.gateway, settings.cluster.secret())
-    serve_app(app, settings.gateway.host, settings.gateway.port, graceful_timeout=10)
+    store = open_store(settings)
+    app = create_app(settings, store=store)
+    try:
+        serve_app(app, settings.gateway.host, settings.gateway.port, graceful_timeout=10)
+    finally:
+        if store is not None:
+            store.close()
