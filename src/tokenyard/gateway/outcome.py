@@ -20,41 +20,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenyard.protocol.internal import GenerateChunk
+from tokenyard.protocol.outcome import RequestOutcome
+
+__all__ = ["OutcomeListeners", "OutcomeMiddleware", "RequestOutcome", "RequestTracker", "tracker_of"]
 
 logger = logging.getLogger(__name__)
 
 Listener = Callable[["RequestOutcome"], Awaitable[None] | None]
-
-
-class RequestOutcome(BaseModel):
-    """What one gateway request was and did; the shape metrics, usage records and logs are built from."""
-
-    request_id: str
-    method: str
-    endpoint: str
-    started_at: datetime
-    tenant: str | None = None
-    key_prefix: str | None = None
-    model: str | None = None
-    worker: str | None = Field(default=None, description="id of the worker that answered (the last one, if resumed)")
-    status: int = 0
-    stream: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = Field(default=0, description="as the worker counted them")
-    cached_tokens: int = 0
-    generated_tokens: int = Field(default=0, description="completion tokens the gateway received from the engine")
-    delivered_tokens: int = Field(default=0, description="completion tokens in chunks handed to the client")
-    client_disconnected: bool = False
-    latency_s: float = 0.0
-    ttft_s: float | None = None
-    finish_reasons: list[str | None] = Field(default_factory=list)
-    filter_actions: list[Any] = Field(default_factory=list)
-    request: dict[str, Any] | None = Field(default=None, description="the request body, when content is kept")
-    outputs: list[str] = Field(default_factory=list, description="each choice's text, when content is kept")
 
 
 class RequestTracker:
