@@ -80,7 +80,7 @@ class WorkerConfig(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    quantization: Literal["none", "int8", "int4"] = "none"
+    quantization: Literal["none", "int8", "int4", "gguf"] = "none"
     max_batch_size: int = Field(default=16, ge=1)
     batch_wait_timeout: float = Field(default=0.1, ge=0, description="seconds")
     context_length: int | None = Field(default=None, ge=16, description="default: the model's own")

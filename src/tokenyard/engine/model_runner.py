@@ -20,6 +20,7 @@ import torch
 
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
 from tokenyard.engine.modeling.decode_graphs import DecodeGraphs
+from tokenyard.engine.modeling.gguf_weights import load_gguf_linears
 from tokenyard.engine.modeling.llama import LlamaModel, LlamaSpec, rope_table
 from tokenyard.engine.modeling.native_decode import NativeDecoder
 from tokenyard.engine.modeling.quantize import quantize_linears
@@ -124,7 +125,9 @@ class LlamaRunner:
         del tensors
         if spec.tie_word_embeddings:  # one tensor for both, as the checkpoint has (49152 x 576 for SmolLM2)
             model.lm_head.weight = model.embed_tokens.weight
-        if quantization != "none":
+        if quantization == "gguf":
+            load_gguf_linears(model, folder)  # the file's own blocks: K-quants, Q8_0, Q4_1...
+        elif quantization != "none":
             quantize_linears(model, quantization)
         per_token = kv_bytes_per_token(spec.num_layers, spec.num_kv_heads, spec.head_dim, dtype)
         num_blocks = num_blocks_for(kv_cache_bytes(per_token), per_token)

@@ -126,6 +126,9 @@ def _package_dir(module: str, distribution: str) -> Path:
 # --- GGUF conversion ---------------------------------------------------------------------------
 
 
+GGUF_SOURCE_FILE = "gguf_source.json"
+
+
 def _gguf_folder_name(path: Path) -> str:
     """A cache folder name that changes when the file at that path changes."""
     absolute = path.resolve()
@@ -137,6 +140,7 @@ def _gguf_folder_name(path: Path) -> str:
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantise `gguf` once into a safetensors folder at `target`; reuse the folder afterwards."""
     if _is_complete(target):
+        _record_source(target, gguf)
         return target
     if not gguf.is_file():
         raise ModelLoadError(f"model file missing: {gguf}; run `make install` or pass --model PATH")
@@ -144,6 +148,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(target.parent / f".{target.name}.lock"):
         if _is_complete(target):  # another process converted it while we waited for the lock
+            _record_source(target, gguf)
             return target
         print(f"tokenyard: converting {gguf.name} to {target} (first start only) ...", file=sys.stderr, flush=True)
         started = time.monotonic()
@@ -155,10 +160,28 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelLoadError(f"cannot convert {gguf}: {first}; re-download the file") from exc
+        write_gguf_source(tmp, gguf)
         shutil.rmtree(target, ignore_errors=True)  # an incomplete folder someone else left
         os.replace(tmp, target)
         print(f"tokenyard: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return target
+
+
+def _record_source(folder: Path, gguf: Path) -> None:
+    """Folders converted before `--quantization gguf` existed learn their file on the next start."""
+    if gguf_source(folder) is None and gguf.is_file():
+        write_gguf_source(folder, gguf)
+
+
+def write_gguf_source(folder: Path, gguf: Path) -> None:
+    """Record which GGUF file a converted folder came from: `--quantization gguf` reads its blocks."""
+    (folder / GGUF_SOURCE_FILE).write_text(json.dumps({"path": str(gguf.resolve())}))
+
+
+def gguf_source(folder: Path) -> Path | None:
+    """The GGUF file `folder` was converted from, or None for a folder that did not come from one."""
+    record = folder / GGUF_SOURCE_FILE
+    return Path(json.loads(record.read_text())["path"]) if record.is_file() else None
 
 
 def _is_complete(folder: Path) -> bool:

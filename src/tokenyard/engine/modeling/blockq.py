@@ -61,14 +61,26 @@ class BlockQLinear(QuantisedLinear):
 
     max_rows = BLOCKQ_MAX_ROWS
 
-    def __init__(self, linear: nn.Linear, bits: int, *, dense: bool = True, float_output: bool = False) -> None:
+    def __init__(
+        self,
+        linear: nn.Linear,
+        bits: int,
+        *,
+        dense: bool = True,
+        float_output: bool = False,
+        blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """blocks: (u, d, m) as `quantise_blocks` returns them, taken as they are (a GGUF file's own
+        blocks, see gguf_weights.py); by default `linear`'s weight is quantised."""
         super().__init__(linear, dense=dense)
         lib = native.kernels()
         if lib is None or not blockq_fits(linear):
             raise ValueError("BlockQLinear needs the native kernels and a [16n, 32k] weight")
         self.lib, self.bits = lib, bits
         self.float_output = float_output  # the output projection: float32 logits straight from the kernel
-        weights, scales = pack_blockq(*quantise_blocks(linear.weight.detach(), bits), bits)
+        if blocks is None:
+            blocks = quantise_blocks(linear.weight.detach(), bits)
+        weights, scales = pack_blockq(*blocks, bits)
         self.register_buffer("weights", weights)
         self.register_buffer("scales", scales)
 

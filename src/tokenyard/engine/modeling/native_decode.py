@@ -8,9 +8,10 @@ kernel where it is a plain bfloat16 layer and the step is small.
 
 It applies when the CPU kernels load and the model is bfloat16 or float32 with head_dim a multiple of
 32 and the hidden size of 16, with every layer either quantised to native blocks
-(`--quantization int4/int8`) or, in bfloat16 on CPUs with AVX512-BF16, dense; and per step, when the
-step is decode-only with at most `max_rows` sequences. Otherwise the model's own forward runs, so each
-step takes whichever path is faster and the results agree.
+(`--quantization int4/int8`), kept as a GGUF file's blocks (`--quantization gguf`) or, in bfloat16 on
+CPUs with AVX512-BF16, dense; and per step, when the step is decode-only with at most `max_rows`
+sequences. Otherwise the model's own forward runs, so each step takes whichever path is faster and the
+results agree.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from tokenyard.engine import native
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention
 from tokenyard.engine.modeling.blockq import BLOCKQ_MAX_ROWS, BlockQLinear
+from tokenyard.engine.modeling.kquant import KQUANT_CODE, KQuantLinear
 from tokenyard.engine.modeling.llama import LlamaModel
 
 DENSE_MAX_ROWS = 16  # the native dense kernel ties torch's bfloat16 matmul at 16 rows and loses beyond
@@ -53,6 +55,15 @@ def _linear_fields(module: nn.Module) -> list[int] | None:
             layer.weights.data_ptr(),
             layer.scales.data_ptr(),
             layer.bits,
+            layer.out_features,
+            layer.in_features,
+            bias,
+        ]
+    if isinstance(layer, KQuantLinear):  # the tile table where block layers have their scales
+        return [
+            layer.weights.data_ptr(),
+            layer.tiles.data_ptr(),
+            KQUANT_CODE,
             layer.out_features,
             layer.in_features,
             bias,

@@ -5,6 +5,8 @@ more time on overhead and generality than on the work (docs/engine.md, "Native k
 - `blockq.cpp`: weight-only 4/8-bit linear layers. torch's int4/int8 kernels on this CPU are bound by
   arithmetic, not memory (int8 is no faster than int4); this one quantises activations to int8 per
   block of 32, as llama.cpp does, and multiplies with AVX512-VNNI: 2-3x faster at 1-16 rows.
+- `kquant.cpp`: the same for llama.cpp's K-quant blocks (Q4_K, Q5_K, Q6_K) at the file's own
+  precision, activations quantised per super-block of 256 as llama.cpp's Q8_K.
 - `attention.cpp`: decode attention read straight from the paged cache through each sequence's slot
   table, instead of gathering every layer's K/V into a padded copy first.
 - `norm.cpp`: RMS norm in one call, rounded as the reference rounds it (torch needs four ops).
@@ -124,6 +126,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.paged_decode_attention.restype = None
     lib.blockq_linear.argtypes = [i32, ptr, ptr, i64, i64, ptr, i32, i64, ptr, i32]
     lib.blockq_linear.restype = None
+    lib.kquant_linear.argtypes = [ptr, ptr, i64, i64, ptr, i32, i64, ptr, i32]
+    lib.kquant_linear.restype = None
     lib.dense_bf16_linear.argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
     lib.dense_bf16_linear.restype = None
     lib.rms_norm.argtypes = [i32, ptr, ptr, i64, i64, f32, ptr]

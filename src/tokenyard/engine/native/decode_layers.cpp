@@ -69,10 +69,14 @@ constexpr int is_bf16() {
     return sizeof(T) == 2;
 }
 
-// bits 4 or 8: native blocks; 16: dense bfloat16 weights (Python passes those for bfloat16 models only).
+// bits 4 or 8: native blocks; 16: dense bfloat16 weights (Python passes those for bfloat16 models only);
+// 256: K-quant blocks (kquant.cpp), with the tile table where the others have their scales.
 template <typename T>
 void linear(const Linear& l, const T* x, int64_t tokens, T* out) {
-    if (l.bits == 16) {
+    if (l.bits == 256) {
+        kquant_linear(l.weights, reinterpret_cast<const int64_t*>(l.scales), l.n, l.k, x, is_bf16<T>(), tokens, out,
+                      is_bf16<T>());
+    } else if (l.bits == 16) {
         dense_bf16_linear(reinterpret_cast<const uint16_t*>(l.weights), l.n, l.k, reinterpret_cast<const uint16_t*>(x),
                           tokens, out, 1);
     } else {

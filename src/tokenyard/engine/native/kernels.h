@@ -6,6 +6,8 @@
 extern "C" {
 void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16);
+void kquant_linear(const uint8_t* weights, const int64_t* tiles, int64_t n, int64_t k, const void* x, int x_bf16,
+                   int64_t tokens, void* out, int out_bf16);
 void paged_decode_attention(int bf16, const void* q, const void* k_cache, const void* v_cache, int64_t num_slots,
                             const int64_t* slots, int64_t width, const int64_t* lengths, int64_t batch, int64_t heads,
                             int64_t kv_heads, int64_t dim, float scale, void* out);
