@@ -21,7 +21,9 @@ from pydantic_settings import (
 )
 
 from tokenyard.errors import ConfigError
+from tokenyard.governance.billing import BillingConfig
 from tokenyard.governance.config import AuthConfig
+from tokenyard.governance.metering_config import LogsConfig, MeteringConfig
 from tokenyard.governance.networks import normalise_networks
 from tokenyard.protocol.internal import DispatchPolicy
 from tokenyard.store.config import DatabaseConfig
@@ -147,6 +149,9 @@ class Settings(BaseSettings):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
+    metering: MeteringConfig = Field(default_factory=MeteringConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     ip_allowlist: list[str] = Field(default_factory=list, description="CIDRs allowed to reach /v1; empty: everyone")
     trusted_proxies: list[str] = Field(
@@ -174,6 +179,10 @@ class Settings(BaseSettings):
 
     def home_dir(self) -> Path:
         return self.home.expanduser()
+
+    def metering_on(self) -> bool:
+        """Usage records and quotas: asked for, or implied by auth or conversation logs."""
+        return self.metering.enabled or self.auth.enabled or self.logs.enabled
 
     def database_url(self) -> str:
         return self.database.resolved_url(self.home_dir())

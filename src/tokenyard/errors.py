@@ -17,6 +17,7 @@ class ErrorCode(str, Enum):
     INVALID_API_KEY = "invalid_api_key"
     ADDRESS_NOT_ALLOWED = "ip_not_allowed"
     RATE_LIMITED = "rate_limit_exceeded"
+    QUOTA_EXCEEDED = "quota_exceeded"
     OVERLOADED = "overloaded"
     NO_HEALTHY_WORKER = "no_healthy_worker"
     WORKER_ERROR = "worker_error"
@@ -108,6 +109,14 @@ class RateLimitedError(TokenyardError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = ErrorCode.RATE_LIMITED
+
+
+class QuotaExceededError(TokenyardError):
+    """A tenant's or key's calls, tokens or cost for the period are spent; Retry-After is the period's end."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    default_code = ErrorCode.QUOTA_EXCEEDED
 
 
 class OverloadedError(TokenyardError):

@@ -1,4 +1,4 @@
-"""deploy/logging: the shipper configs parse, dedupe on the request id, and the index template maps every field."""
+"""deploy/logging: the shipper configs parse, dedupe on the record id, and the index template maps every field."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ def test_filebeat_reads_the_daily_files_and_uses_the_request_id_as_document_id()
     config = yaml.safe_load((LOGGING / "filebeat.yml").read_text())
     [source] = config["filebeat.inputs"]
     assert source["paths"][0].endswith("tokenyard-conversations-*.jsonl")
-    assert source["parsers"][0]["ndjson"]["document_id"] == "request_id"
+    assert source["parsers"][0]["ndjson"]["document_id"] == "id"
     assert config["output.elasticsearch"]["index"].startswith("tokenyard-conversations-")
 
 
 def test_fluent_bit_uses_the_same_files_and_document_id() -> None:
     text = (LOGGING / "fluent-bit.conf").read_text()
     assert "tokenyard-conversations-*.jsonl" in text
-    assert "Id_Key              request_id" in text
+    assert "Id_Key              id" in text

@@ -19,7 +19,8 @@ PRICES = PriceTable(
 
 def outcome(**fields: Any) -> RequestOutcome:
     base: dict[str, Any] = dict(
-        request_id="req-1", method="POST", endpoint="/v1/chat/completions", started_at=datetime.now(timezone.utc),
+        record_id="r1", request_id="req-1", method="POST", endpoint="/v1/chat/completions",
+        started_at=datetime.now(timezone.utc),
         tenant="acme", key_prefix="ty-abc", model="m", worker="w1", status=200, prompt_tokens=100,
         completion_tokens=50, generated_tokens=50, delivered_tokens=50, latency_s=0.25, ttft_s=0.05,
         finish_reasons=["stop"],

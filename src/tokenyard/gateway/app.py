@@ -14,9 +14,11 @@ from starlette.middleware import Middleware
 from tokenyard import __version__
 from tokenyard.config import Settings
 from tokenyard.gateway.generation import GenerationService
+from tokenyard.gateway.metering import build_metering
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
 from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
 from tokenyard.gateway.principal import DefaultPrincipalMiddleware
+from tokenyard.gateway.quota import QuotaMiddleware
 from tokenyard.gateway.request_id import RequestIdMiddleware
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.serving_chat import ChatServing
@@ -81,6 +83,7 @@ def middlewares(settings: Settings, outcomes: Callable[[], OutcomeListeners | No
         Middleware(OutcomeMiddleware, listeners=outcomes),  # sees every /v1 outcome, refusals included
         Middleware(AssumeJSONBodyMiddleware),
         Middleware(DefaultPrincipalMiddleware, principal=anonymous(settings.auth.default_tenant)),
+        Middleware(QuotaMiddleware),  # after the principal: reserves on the tenant's and key's quotas
     ]
 
 
@@ -107,9 +110,14 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             app.state.completion = CompletionServing(service)
             app.state.embedding = EmbeddingServing(router, workers, config.max_attempts)
             refresher = asyncio.create_task(router.keep_routes_fresh(ROUTE_REFRESH_SECONDS))
+            if store is not None and settings.metering_on():
+                app.state.metering = build_metering(settings, store)
+                app.state.metering.start(app.state.outcomes)
             yield
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
+            if app.state.metering is not None:
+                await app.state.metering.stop()
 
     app = FastAPI(
         title="tokenyard",
@@ -120,6 +128,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.outcomes = OutcomeListeners()  # metrics, metering and logs add themselves here
+    app.state.metering = None  # usage records, quotas and logs (gateway/metering.py), when on
     install_error_handlers(app)
     register_routes(app)
     drop_validation_error_schemas(app)

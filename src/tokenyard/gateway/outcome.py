@@ -38,6 +38,7 @@ class RequestTracker:
 
     def __init__(self, request_id: str, method: str, endpoint: str, listeners: OutcomeListeners | None = None) -> None:
         self.request_id = request_id
+        self.record_id = uuid.uuid4().hex
         self.method = method
         self.endpoint = endpoint
         self.started_at = datetime.now(timezone.utc)
@@ -54,7 +55,12 @@ class RequestTracker:
         self._generated: dict[int, int] = {}
         self._delivered: dict[int, int] = {}
         self._ttft: float | None = None
+        self._hooks: list[Listener] = []
         self.outcome: RequestOutcome | None = None
+
+    def on_finish(self, hook: Listener) -> None:
+        """Call `hook` with this request's record once it is finished (after the app-wide listeners)."""
+        self._hooks.append(hook)
 
     def begin(self, model: str, body: BaseModel, *, stream: bool = False) -> None:
         """What the serving code knows before dispatch: the model and (when kept) the request."""
@@ -91,6 +97,7 @@ class RequestTracker:
         principal = state.get("principal")
         generated = sum(self._generated.values()) or (self.completion_tokens if status == 200 else 0)
         return RequestOutcome(
+            record_id=self.record_id,
             request_id=self.request_id,
             method=self.method,
             endpoint=self.endpoint,
@@ -121,6 +128,7 @@ class RequestTracker:
             self.outcome = self.freeze(status, state)
             if self._listeners is not None:
                 await self._listeners.notify(self.outcome)
+            await call_all(self._hooks, self.outcome)
         return self.outcome
 
 
@@ -135,13 +143,18 @@ class OutcomeListeners:
         self._listeners.append(listener)
 
     async def notify(self, outcome: RequestOutcome) -> None:
-        for listener in self._listeners:
-            try:
-                result = listener(outcome)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("outcome listener %r failed for %s", listener, outcome.request_id)
+        await call_all(self._listeners, outcome)
+
+
+async def call_all(listeners: list[Listener], outcome: RequestOutcome) -> None:
+    """Each listener in turn; one that fails is logged and the rest still run."""
+    for listener in listeners:
+        try:
+            result = listener(outcome)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("outcome listener %r failed for %s", listener, outcome.request_id)
 
 
 def tracker_of(state: object) -> RequestTracker:

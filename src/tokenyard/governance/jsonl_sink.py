@@ -3,7 +3,7 @@
 Files are named `PREFIX-YYYY-MM-DD.jsonl` after each record's UTC day, so a day's file is closed for
 good once the day is over, and files older than `keep_days` are deleted. The lines have the same
 shape as the database's conversation records; the writer is fed from the journal, so a line may be
-written twice after a crash: the shipper configs in deploy/logging use the request id as the
+written twice after a crash: the shipper configs in deploy/logging use the record id as the
 Elasticsearch document id, which makes the second copy overwrite the first.
 """
 

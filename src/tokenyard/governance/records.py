@@ -26,8 +26,9 @@ CONTENT_KEYS = ("messages", "prompt", "input", "tools")
 
 
 class UsageRecord(BaseModel):
-    """One call's usage and cost, keyed by the gateway's request id."""
+    """One call's usage and cost, keyed by the gateway's own record id."""
 
+    id: str
     request_id: str
     created_at: datetime
     tenant: str = ""
@@ -54,6 +55,7 @@ class UsageRecord(BaseModel):
 class ConversationRecord(BaseModel):
     """A stored exchange: the request (per the tenant's `store_content`), the answers, usage, timings."""
 
+    id: str
     request_id: str
     created_at: datetime
     tenant: str = ""
@@ -95,6 +97,7 @@ def usage_record(outcome: RequestOutcome, prices: PriceTable) -> UsageRecord:
         cached_tokens=outcome.cached_tokens if calls else 0,
     )
     return UsageRecord(
+        id=outcome.record_id,
         request_id=outcome.request_id,
         created_at=outcome.started_at,
         tenant=outcome.tenant or "",
@@ -157,6 +160,7 @@ def conversation_record(outcome: RequestOutcome, store_content: StoreContent, co
         request = {k: v for k, v in request.items() if k not in CONTENT_KEYS}
         outputs = []
     return ConversationRecord(
+        id=outcome.record_id,
         request_id=outcome.request_id,
         created_at=outcome.started_at,
         tenant=outcome.tenant or "",

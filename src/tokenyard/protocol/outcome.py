@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 class RequestOutcome(BaseModel):
     """What one gateway request was and did; the shape metrics, usage records and logs are built from."""
 
+    record_id: str = Field(description="the gateway's own id for this call: unique, whatever X-Request-ID says")
     request_id: str
     method: str
     endpoint: str

@@ -6,5 +6,25 @@ for `database.url`.
 
 from tokenyard.store.models import ApiKey, Base, Counter, Tenant
 from tokenyard.store.store import Store
+from tokenyard.store.usage_models import (
+    ConversationRow,
+    FeedbackRow,
+    QuotaCounter,
+    QuotaRow,
+    UsageDaily,
+    UsageRow,
+)
 
-__all__ = ["ApiKey", "Base", "Counter", "Store", "Tenant"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "ConversationRow",
+    "Counter",
+    "FeedbackRow",
+    "QuotaCounter",
+    "QuotaRow",
+    "Store",
+    "Tenant",
+    "UsageDaily",
+    "UsageRow",
+]

@@ -1,0 +1,95 @@
+"""The gateway's metering: the journal, its writer, the quota service and the outcome listener.
+
+Started by the app's lifespan when metering is on (`Settings.metering_on`). Every finished call on
+a metered endpoint becomes a journal entry (its usage record, and its conversation when logs are
+on) that is on disk before the client has the last byte of its answer; the pipeline writes the
+entries to the database in batches, off the request path. On shutdown the journal is drained for
+up to `metering.drain_timeout` seconds; what is left is written at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from tokenyard.config import Settings
+from tokenyard.gateway.outcome import OutcomeListeners
+from tokenyard.governance.billing import PriceTable
+from tokenyard.governance.journal import Journal
+from tokenyard.governance.jsonl_sink import DailyJsonlSink
+from tokenyard.governance.metering_config import LogsConfig
+from tokenyard.governance.pipeline import JournalPipeline
+from tokenyard.governance.quota_redis import RedisCounters
+from tokenyard.governance.quotas import Counters, QuotaService, SqlCounters
+from tokenyard.governance.records import BILLED_STATUSES, conversation_record, usage_record
+from tokenyard.protocol.outcome import RequestOutcome
+from tokenyard.store import Store
+
+logger = logging.getLogger(__name__)
+METERED_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+
+
+@dataclass
+class Metering:
+    prices: PriceTable
+    pipeline: JournalPipeline
+    quotas: QuotaService | None
+    logs: LogsConfig
+    drain_timeout: float
+    runner: asyncio.Task[None] | None = None
+
+    async def on_outcome(self, outcome: RequestOutcome) -> None:
+        """Journal the call's usage record (and conversation); returns once it is on disk."""
+        if outcome.method != "POST" or outcome.endpoint not in METERED_ENDPOINTS:
+            return
+        usage = usage_record(outcome, self.prices)
+        conversation = None
+        if self.logs.enabled and outcome.status in BILLED_STATUSES:
+            conversation = conversation_record(outcome, self.logs.content_policy(outcome.tenant), usage.cost)
+        await self.pipeline.append(
+            {
+                "usage": usage.model_dump(mode="json"),
+                "conversation": conversation.model_dump(mode="json") if conversation else None,
+            }
+        )
+
+    def start(self, listeners: OutcomeListeners) -> None:
+        listeners.keep_content = listeners.keep_content or self.logs.enabled
+        listeners.add(self.on_outcome)
+        self.runner = asyncio.create_task(self.pipeline.run())
+
+    async def stop(self) -> None:
+        """Write what the journal holds (bounded by drain_timeout), then stop the writer."""
+        if self.runner is not None:
+            self.runner.cancel()
+            await asyncio.gather(self.runner, return_exceptions=True)
+        if not await self.pipeline.drain(self.drain_timeout):
+            logger.warning(
+                "stopping with %d bytes of records in the journal %s: they are written at the next start",
+                self.pipeline.journal.backlog(),
+                self.pipeline.journal.directory,
+            )
+
+
+def quota_counters(settings: Settings, store: Store) -> Counters:
+    if settings.redis.url:
+        return RedisCounters(redis.Redis.from_url(settings.redis.url), settings.redis.key_prefix)
+    return SqlCounters(store)
+
+
+def build_metering(settings: Settings, store: Store) -> Metering:
+    config = settings.metering
+    journal_dir = config.journal_dir or settings.home_dir() / "journal" / f"gateway-{settings.gateway.port}"
+    logs = settings.logs
+    jsonl = DailyJsonlSink(logs.jsonl_dir, logs.jsonl_keep_days) if logs.enabled and logs.jsonl_dir else None
+    from tokenyard.governance.usage_writer import StoreWriter  # the ORM only where metering is on
+
+    pipeline = JournalPipeline(Journal(journal_dir), StoreWriter(store, jsonl), batch_size=config.batch_size)
+    backlog = pipeline.journal.backlog()
+    if backlog:
+        logger.info("journal %s holds %d bytes from an earlier run; writing them now", journal_dir, backlog)
+    quotas = QuotaService(store, quota_counters(settings, store)) if config.quotas else None
+    return Metering(PriceTable(settings.billing), pipeline, quotas, logs, config.drain_timeout)

@@ -1,0 +1,144 @@
+"""Quota admission: reserve before a metered call runs, settle or release when its record is finished.
+
+The reservation is the most the call can use: one call; as tokens, the request body's length in
+bytes (no byte-level tokenizer makes more prompt tokens than the prompt has bytes, and the JSON
+around the text is longer than a chat template's few tokens per message) plus every token each
+choice may generate (`max_tokens`, or the model's context length when unset); and the most that
+costs. A refusal is a 429 `quota_exceeded` with Retry-After at the period's end. If the quota
+store cannot be reached, a tenant known to have no quota is served and one with a quota is refused
+with a 503: a quota is never passed because a database was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tokenyard.errors import QuotaExceededError, TokenyardError
+from tokenyard.gateway.metering import METERED_ENDPOINTS, Metering
+from tokenyard.gateway.outcome import RequestTracker
+from tokenyard.governance.quotas import Amounts, to_micros
+from tokenyard.governance.records import usage_record
+from tokenyard.protocol.outcome import RequestOutcome
+from tokenyard.web import error_response
+
+logger = logging.getLogger(__name__)
+DEFAULT_MAX_NEW_TOKENS = 4096  # when neither max_tokens nor the model's context length is known
+
+
+class QuotaUnavailableError(TokenyardError):
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def most_new_tokens(data: dict[str, Any], context_length: int | None) -> int:
+    """Every completion token the request may generate, all choices and prompts together."""
+    limit = data.get("max_completion_tokens") or data.get("max_tokens") or context_length or DEFAULT_MAX_NEW_TOKENS
+    choices = max(int(data.get("n") or 1), int(data.get("best_of") or 1))
+    prompt = data.get("prompt")
+    prompts = len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
+    return int(limit) * choices * prompts
+
+
+class QuotaMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metering: Metering | None = getattr(scope["app"].state, "metering", None) if "app" in scope else None
+        state = scope.get("state", {})
+        principal = state.get("principal")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] not in METERED_ENDPOINTS
+            or metering is None
+            or metering.quotas is None
+            or principal is None
+        ):
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        data = _json_object(body)
+        tracker = state.get("outcome")
+        if isinstance(tracker, RequestTracker):
+            tracker.model = str(data.get("model") or "")  # a refused call is recorded against its model too
+        try:
+            reservation = await self._reserve(scope, metering, principal, body, data)
+        except TokenyardError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        if isinstance(tracker, RequestTracker):
+
+            async def settle(outcome: RequestOutcome) -> None:
+                usage = usage_record(outcome, metering.prices)
+                tokens = usage.prompt_tokens + usage.billed_completion_tokens if usage.calls_billed else 0
+                actual = Amounts(usage.calls_billed, tokens, to_micros(usage.cost))
+                assert metering.quotas is not None
+                await asyncio.to_thread(metering.quotas.settle, reservation, actual)
+
+            tracker.on_finish(settle)
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _reserve(
+        self, scope: Scope, metering: Metering, principal: Any, body: bytes, data: dict[str, Any]
+    ) -> Any:
+        model = str(data.get("model") or "")
+        context = None
+        if scope["path"] != "/v1/embeddings":
+            router = scope["app"].state.router
+            context = next((m.context_length for m in await router.models() if m.name == model), None)
+        new_tokens = 0 if scope["path"] == "/v1/embeddings" else most_new_tokens(data, context)
+        cost = metering.prices.most(model, principal.tenant, len(body), new_tokens)
+        amounts = Amounts(calls=1, tokens=len(body) + new_tokens, cost_micros=to_micros(cost))
+        assert metering.quotas is not None
+        try:
+            return await asyncio.to_thread(metering.quotas.reserve, principal.tenant, principal.key_prefix, amounts)
+        except QuotaExceededError:
+            raise
+        except Exception as exc:
+            logger.warning("quota store unavailable for tenant %s: %s", principal.tenant, exc)
+            raise QuotaUnavailableError(
+                "Quotas cannot be checked right now (the quota store is unreachable); retry shortly.",
+                code="quota_unavailable",
+                retry_after=5,
+            ) from None
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or {} (validation refuses it later, and the reservation is released)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body read here, handed to the app again; after it, the real channel (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,251 @@
+"""Quotas that never overspend: reserve the most a call can cost at admission, settle when it ends.
+
+A quota (per tenant or per key) limits calls, tokens and/or cost per UTC day or month. Admission
+reserves one call, the prompt's upper bound plus every token the call may generate, and the most it
+can cost, on every quota that applies, all or nothing in one atomic step (a conditional UPDATE in
+one transaction here; one Lua script in `quota_redis.py`). A counter therefore holds settled usage
+plus the reservations in flight, and no number of simultaneous requests can push it past its
+limit. When the call ends its reservation is replaced by the real amounts; a call that failed
+releases it entirely. A gateway that dies between the two leaves its reservations counted until
+the period ends: quotas fail safe, never open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Protocol
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from tokenyard.errors import QuotaExceededError
+from tokenyard.governance.periods import Period, period_start, seconds_left
+from tokenyard.store import QuotaCounter, QuotaRow, Store
+
+logger = logging.getLogger(__name__)
+MICROS = Decimal(10) ** 6
+
+
+def to_micros(amount: Decimal) -> int:
+    return int((amount * MICROS).to_integral_value())
+
+
+def from_micros(micros: int) -> Decimal:
+    return (Decimal(micros) / MICROS).quantize(Decimal("0.000001"))
+
+
+@dataclass(frozen=True)
+class Amounts:
+    calls: int = 0
+    tokens: int = 0
+    cost_micros: int = 0
+
+    def minus(self, other: Amounts) -> Amounts:
+        return Amounts(self.calls - other.calls, self.tokens - other.tokens, self.cost_micros - other.cost_micros)
+
+
+@dataclass(frozen=True)
+class QuotaSpec:
+    scope: str  # 'tenant' or 'key'
+    subject: str
+    period: Period
+    max_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost_micros: int | None = None
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.max_calls} calls" if self.max_calls is not None else "",
+            f"{self.max_tokens} tokens" if self.max_tokens is not None else "",
+            f"cost {from_micros(self.max_cost_micros)}" if self.max_cost_micros is not None else "",
+        ]
+        return f"{self.scope} {self.subject!r}: {', '.join(p for p in parts if p)} per {self.period}"
+
+
+@dataclass
+class Reservation:
+    targets: list[tuple[QuotaSpec, str]]  # each quota and the period it was reserved in
+    amounts: Amounts
+    done: bool = field(default=False)
+
+
+class Counters(Protocol):
+    """Where the counters live: the SQL store, or Redis when several gateways share one."""
+
+    def reserve(self, targets: list[tuple[QuotaSpec, str]], amounts: Amounts) -> QuotaSpec | None:
+        """Add `amounts` to every target if none would pass its limit.
+
+        Otherwise add nothing and return the first quota that would be passed.
+        """
+
+    def adjust(self, targets: list[tuple[QuotaSpec, str]], delta: Amounts) -> None:
+        """Add `delta` (possibly negative) to every target, unconditionally."""
+
+
+class QuotaService:
+    """Looks quotas up (cached briefly) and reserves, settles and releases against the counters."""
+
+    def __init__(self, store: Store, counters: Counters, cache_seconds: float = 2.0) -> None:
+        self.store = store
+        self.counters = counters
+        self._cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str | None], tuple[float, list[QuotaSpec]]] = {}
+        self._lock = threading.Lock()
+
+    def specs_for(self, tenant: str, key_prefix: str | None) -> list[QuotaSpec]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get((tenant, key_prefix))
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        try:
+            specs = read_quotas(self.store, tenant, key_prefix)
+        except Exception:
+            if cached is None:
+                raise
+            return cached[1]  # the store is away: the last known quotas still hold
+        with self._lock:
+            self._cache[(tenant, key_prefix)] = (now, specs)
+        return specs
+
+    def reserve(
+        self, tenant: str, key_prefix: str | None, amounts: Amounts, now: datetime | None = None
+    ) -> Reservation:
+        """Reserve on every quota of the tenant and key, or raise QuotaExceededError (429, Retry-After)."""
+        now = now or datetime.now(timezone.utc)
+        specs = self.specs_for(tenant, key_prefix)
+        targets = sorted(((s, period_start(s.period, now)) for s in specs), key=lambda t: (t[0].scope, t[0].subject))
+        if targets:
+            refused = self.counters.reserve(targets, amounts)
+            if refused is not None:
+                raise QuotaExceededError(
+                    f"Quota exceeded for {refused.describe()}; "
+                    f"it renews at the start of the next {refused.period} (UTC).",
+                    retry_after=seconds_left(refused.period, now),
+                )
+        return Reservation(targets, amounts)
+
+    def settle(self, reservation: Reservation, actual: Amounts) -> None:
+        """Replace the reservation by what the call really used (all zero releases it)."""
+        if reservation.done or not reservation.targets:
+            reservation.done = True
+            return
+        reservation.done = True
+        self.counters.adjust(reservation.targets, actual.minus(reservation.amounts))
+
+    def forget_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def read_quotas(store: Store, tenant: str, key_prefix: str | None) -> list[QuotaSpec]:
+    wanted = [(QuotaRow.scope == "tenant") & (QuotaRow.subject == tenant)]
+    if key_prefix:
+        wanted.append((QuotaRow.scope == "key") & (QuotaRow.subject == key_prefix))
+    with store.session() as session:
+        rows = session.scalars(select(QuotaRow).where(or_(*wanted))).all()
+        return [
+            QuotaSpec(r.scope, r.subject, r.period, r.max_calls, r.max_tokens, r.max_cost_micros)  # type: ignore[arg-type]
+            for r in rows
+            if r.max_calls is not None or r.max_tokens is not None or r.max_cost_micros is not None
+        ]
+
+
+class _Refused(Exception):
+    def __init__(self, spec: QuotaSpec) -> None:
+        self.spec = spec
+
+
+class SqlCounters:
+    """Counters in the quota_counters table: one conditional UPDATE per quota, in one transaction."""
+
+    RETRIES = 5  # deadlocks and lock timeouts between gateways are retried, then reported
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._known: set[tuple[str, str, str]] = set()
+
+    def _ensure_rows(self, targets: list[tuple[QuotaSpec, str]]) -> None:
+        """Create missing counter rows in their own transaction (never inside the reserving one:
+        on InnoDB an INSERT IGNORE's shared lock followed by the UPDATE's exclusive lock deadlocks)."""
+        missing = [(s.scope, s.subject, p) for s, p in targets if (s.scope, s.subject, p) not in self._known]
+        if not missing:
+            return
+        with self.store.session() as session:
+            for scope, subject, start in missing:
+                session.execute(_insert_ignore(session, scope, subject, start))
+        self._known.update(missing)
+
+    def reserve(self, targets: list[tuple[QuotaSpec, str]], amounts: Amounts) -> QuotaSpec | None:
+        self._ensure_rows(targets)
+        for attempt in range(self.RETRIES):
+            try:
+                with self.store.session() as session:
+                    for spec, start in targets:
+                        if session.execute(_conditional_add(spec, start, amounts)).rowcount != 1:  # type: ignore[attr-defined]
+                            raise _Refused(spec)  # rolls back the quotas already added to
+                return None
+            except _Refused as refused:
+                return refused.spec
+            except OperationalError as exc:
+                if attempt == self.RETRIES - 1:
+                    raise
+                logger.info("quota reservation retried after %s", type(exc.orig).__name__)
+                time.sleep(0.01 * (attempt + 1))
+        return None
+
+    def adjust(self, targets: list[tuple[QuotaSpec, str]], delta: Amounts) -> None:
+        if delta == Amounts():
+            return
+        for attempt in range(self.RETRIES):
+            try:
+                with self.store.session() as session:
+                    for spec, start in targets:
+                        session.execute(_counter_update(spec, start).values(**_increments(delta)))
+                return
+            except OperationalError:
+                if attempt == self.RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+
+
+def _counter_update(spec: QuotaSpec, start: str):  # type: ignore[no-untyped-def]
+    return update(QuotaCounter).where(
+        QuotaCounter.scope == spec.scope, QuotaCounter.subject == spec.subject, QuotaCounter.period_start == start
+    )
+
+
+def _increments(delta: Amounts) -> dict[str, object]:
+    return {
+        "calls": QuotaCounter.calls + delta.calls,
+        "tokens": QuotaCounter.tokens + delta.tokens,
+        "cost_micros": QuotaCounter.cost_micros + delta.cost_micros,
+    }
+
+
+def _conditional_add(spec: QuotaSpec, start: str, amounts: Amounts):  # type: ignore[no-untyped-def]
+    """UPDATE ... SET used = used + amount WHERE used + amount <= limit (for each limit set)."""
+    statement = _counter_update(spec, start)
+    if spec.max_calls is not None:
+        statement = statement.where(QuotaCounter.calls + amounts.calls <= spec.max_calls)
+    if spec.max_tokens is not None:
+        statement = statement.where(QuotaCounter.tokens + amounts.tokens <= spec.max_tokens)
+    if spec.max_cost_micros is not None:
+        statement = statement.where(QuotaCounter.cost_micros + amounts.cost_micros <= spec.max_cost_micros)
+    return statement.values(**_increments(amounts))
+
+
+def _insert_ignore(session: Session, scope: str, subject: str, start: str):  # type: ignore[no-untyped-def]
+    values = {"scope": scope, "subject": subject, "period_start": start, "calls": 0, "tokens": 0, "cost_micros": 0}
+    dialect = session.get_bind().dialect.name
+    if dialect == "mysql":
+        return mysql.insert(QuotaCounter).values(**values).prefix_with("IGNORE")
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(QuotaCounter).values(**values).on_conflict_do_nothing()

@@ -1,0 +1,121 @@
+"""The journal's sink: usage records, their daily rollups and conversations into the database.
+
+One batch is one transaction. Records whose id is already stored are skipped (the journal delivers
+at least once), and only the records actually inserted are added to the rollups, so a replayed
+batch changes nothing. Rollup rows are shared by every gateway and updated with the database's
+own upsert (INSERT ... ON CONFLICT DO UPDATE, or ON DUPLICATE KEY UPDATE on MySQL/MariaDB), which
+adds atomically even when two gateways write the same tenant, model and day at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tokenyard.governance.jsonl_sink import DailyJsonlSink
+from tokenyard.governance.quotas import to_micros
+from tokenyard.governance.records import ConversationRecord, UsageRecord
+from tokenyard.store import ConversationRow, Store, UsageDaily, UsageRow
+
+ROLLUP_KEY = ("day", "tenant", "model", "key_prefix")
+ROLLUP_SUMS = (
+    "requests",
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "generated_tokens",
+    "cost_micros",
+)
+
+
+def usage_row(record: UsageRecord) -> UsageRow:
+    fields = record.model_dump(exclude={"cost"})
+    return UsageRow(**fields, cost_micros=to_micros(record.cost))
+
+
+def conversation_row(record: ConversationRecord) -> ConversationRow:
+    return ConversationRow(
+        id=record.id,
+        request_id=record.request_id,
+        created_at=record.created_at,
+        tenant=record.tenant,
+        key_prefix=record.key_prefix,
+        model=record.model,
+        worker=record.worker,
+        endpoint=record.endpoint,
+        status=record.status,
+        store_content=record.store_content,
+        record=record.model_dump(mode="json"),
+        search_text=record.searchable_text() if record.store_content == "full" else "",
+    )
+
+
+def rollups(records: Iterable[UsageRecord]) -> dict[tuple[date, str, str, str], dict[str, int]]:
+    """The records summed per UTC day, tenant, model and key."""
+    sums: dict[tuple[date, str, str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(ROLLUP_SUMS, 0))
+    for r in records:
+        row = sums[(r.created_at.date(), r.tenant, r.model, r.key_prefix)]
+        row["requests"] += 1
+        row["calls"] += r.calls_billed
+        row["prompt_tokens"] += r.prompt_tokens if r.calls_billed else 0
+        row["completion_tokens"] += r.billed_completion_tokens
+        row["cached_tokens"] += r.cached_tokens if r.calls_billed else 0
+        row["generated_tokens"] += r.generated_tokens
+        row["cost_micros"] += to_micros(r.cost)
+    return sums
+
+
+def add_to_rollup(session: Session, key: tuple[date, str, str, str], sums: dict[str, int]) -> None:
+    values: dict[str, Any] = dict(zip(ROLLUP_KEY, key, strict=True)) | sums
+    if session.get_bind().dialect.name == "mysql":
+        insert = mysql.insert(UsageDaily).values(**values)
+        added = {c: getattr(UsageDaily, c) + insert.inserted[c] for c in ROLLUP_SUMS}
+        session.execute(insert.on_duplicate_key_update(added))
+        return
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    upsert = dialect_insert(UsageDaily).values(**values)
+    added = {c: getattr(UsageDaily, c) + upsert.excluded[c] for c in ROLLUP_SUMS}
+    session.execute(upsert.on_conflict_do_update(index_elements=list(ROLLUP_KEY), set_=added))
+
+
+class StoreWriter:
+    """Called by the journal pipeline (in a thread) with a batch of journal entries."""
+
+    def __init__(self, store: Store, jsonl: DailyJsonlSink | None = None) -> None:
+        self.store = store
+        self.jsonl = jsonl
+
+    def __call__(self, entries: list[dict[str, Any]]) -> None:
+        usage = _unique(UsageRecord.model_validate(e["usage"]) for e in entries if e.get("usage"))
+        conversations = _unique(
+            ConversationRecord.model_validate(e["conversation"]) for e in entries if e.get("conversation")
+        )
+        with self.store.session() as session:
+            new_usage = _not_stored(session, UsageRow, usage)
+            session.add_all(usage_row(r) for r in new_usage)
+            for key, sums in sorted(rollups(new_usage).items()):  # a fixed order: no deadlock between gateways
+                add_to_rollup(session, key, sums)
+            session.add_all(conversation_row(r) for r in _not_stored(session, ConversationRow, conversations))
+        if self.jsonl is not None and conversations:
+            self.jsonl.write([r.model_dump(mode="json") for r in conversations])
+
+
+def _unique(records: Iterable[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for record in records:
+        seen.setdefault(record.id, record)
+    return list(seen.values())
+
+
+def _not_stored(session: Session, table: type[UsageRow] | type[ConversationRow], records: list[Any]) -> list[Any]:
+    if not records:
+        return []
+    stored = set(session.scalars(select(table.id).where(table.id.in_([r.id for r in records]))))
+    return [r for r in records if r.id not in stored]
