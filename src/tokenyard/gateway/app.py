@@ -38,6 +38,7 @@ from tokenyard.protocol.openai import (
 )
 from tokenyard.store import Store
 from tokenyard.web import GATEWAY_HEADER, AssumeJSONBodyMiddleware, cluster_headers, install_error_handlers
+from tokenyard.webui import install_webui
 
 ROUTE_REFRESH_SECONDS = 2.0  # how stale the routes kept for a controller outage may be
 # Listing models reaches no worker, and serves the last known list when the controller is away.
@@ -48,7 +49,8 @@ def register_routes(app: FastAPI) -> None:
     @app.get("/v1/models", response_model=ModelCardList, responses=error_responses(MODELS_ERRORS))
     async def list_models(request: Request) -> ModelCardList:
         models = await request.app.state.router.models()
-        return ModelCardList(data=[ModelCard(id=m.name) for m in models])
+        cards = [ModelCard(id=m.name, kind=m.kind.value, max_model_len=m.context_length) for m in models]
+        return ModelCardList(data=cards)
 
     @app.post("/v1/chat/completions", response_model=None, responses=documented(ChatCompletionResponse, streams=True))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
@@ -131,5 +133,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.metering = None  # usage records, quotas and logs (gateway/metering.py), when on
     install_error_handlers(app)
     register_routes(app)
+    install_webui(app)
     drop_validation_error_schemas(app)
     return app

@@ -414,6 +414,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=_now)
     owned_by: str = "tokenyard"
+    # tokenyard's additions (clients ignore unknown fields): what the model does, so a chat
+    # picker can leave out embedding models, and its context length (vLLM's name for it).
+    kind: Literal["generate", "embed"] | None = None
+    max_model_len: int | None = None
 
 
 class ModelCardList(BaseModel):

@@ -1,0 +1,165 @@
+"""The chat page in headless Chromium against a real gateway, controller and workers.
+
+Each test opens `/`, works the page as a person would (clicks, keys) and checks what the page
+shows and, where it matters, what the server did (the worker's /status after Stop).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.integration.processes import Cluster, wait_until
+from tests.webui.chat_helpers import (
+    REPLY,
+    force_length,
+    open_chat,
+    send,
+    settings,
+    stream_updates,
+    wait_reply_done,
+    watch_stream,
+)
+from tests.webui.conftest import CHAT_MODEL, EMBEDDING_MODEL
+
+STATS = re.compile(r"^(\d+) tokens · TTFT \d+ ms · \d+\.\d tok/s")
+
+
+def worker_status(cluster: Cluster) -> dict[str, int]:
+    port = cluster.workers["chat"].port  # type: ignore[attr-defined]
+    return dict(httpx.get(f"http://127.0.0.1:{port}/status", timeout=5).json())
+
+
+def test_model_picker_lists_chat_models_only(web_cluster: Cluster, page: Page) -> None:
+    open_chat(page, web_cluster.gateway_url)
+    options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    assert options == [CHAT_MODEL], f"{EMBEDDING_MODEL} is not a chat model"
+
+
+def test_reply_streams_token_by_token_with_its_measurements(web_cluster: Cluster, page: Page, artifacts: Path) -> None:
+    open_chat(page, web_cluster.gateway_url)
+    bodies = force_length(page, 40)
+    settings(page, temperature="0.5", top_p="0.9", system="Answer briefly.")
+    watch_stream(page)
+    send(page, "Tell me about the quick brown fox.")
+    expect(page.locator("#stop")).to_be_visible()  # while it streams, Send becomes Stop
+    wait_reply_done(page)
+
+    updates = stream_updates(page)
+    assert len(set(updates)) >= 10, f"the reply appeared in {len(set(updates))} steps, not token by token"
+    assert updates == sorted(updates), "the streamed text only grows"
+    stats = page.locator(f"{REPLY} .msg-stats").inner_text()
+    match = STATS.match(stats)
+    assert match, stats
+    assert int(match.group(1)) == 40  # the server's usage count, not a guess
+    body = bodies[0]
+    assert body["model"] == CHAT_MODEL and body["temperature"] == 0.5 and body["top_p"] == 0.9
+    assert body["messages"][0] == {"role": "system", "content": "Answer briefly."}  # type: ignore[index]
+    expect(page.locator("#send")).to_be_visible()
+    assert not page.script_errors  # type: ignore[attr-defined]
+    page.screenshot(path=str(artifacts / "chat.png"))
+
+
+def test_stop_ends_the_generation_on_the_worker(web_cluster: Cluster, page: Page) -> None:
+    open_chat(page, web_cluster.gateway_url)
+    force_length(page, 1800)
+    send(page, "Go on for a long time.")
+    page.wait_for_function("document.querySelector('article.streaming .msg-body').textContent.length > 5")
+    assert worker_status(web_cluster)["num_running"] == 1
+    page.click("#stop")
+
+    wait_reply_done(page)
+    assert wait_until(lambda: worker_status(web_cluster)["num_running"] == 0, timeout=5), "the worker still runs it"
+    assert "aborted after" in web_cluster.workers["chat"].logs()
+    stats = page.locator(f"{REPLY} .msg-stats").inner_text()
+    assert stats.endswith("stopped"), stats
+    assert int(stats.split()[0]) < 1800
+
+
+def test_enter_sends_shift_enter_breaks_the_line_and_esc_stops(web_cluster: Cluster, page: Page) -> None:
+    open_chat(page, web_cluster.gateway_url)
+    force_length(page, 1800)
+    page.fill("#input", "first line")
+    page.press("#input", "Shift+Enter")
+    page.keyboard.type("second line")
+    assert page.input_value("#input") == "first line\nsecond line"
+    assert page.locator("article.msg").count() == 0  # Shift+Enter sent nothing
+
+    page.press("#input", "Enter")
+    expect(page.locator("article.msg-user .msg-body")).to_have_text("first line\nsecond line")
+    page.wait_for_function("document.querySelector('article.streaming .msg-body').textContent.length > 5")
+    page.keyboard.press("Escape")
+    wait_reply_done(page)
+    assert page.locator(f"{REPLY} .msg-stats").inner_text().endswith("stopped")
+    assert wait_until(lambda: worker_status(web_cluster)["num_running"] == 0, timeout=5)
+
+
+def test_ime_composition_does_not_send_and_chinese_goes_through(web_cluster: Cluster, page: Page) -> None:
+    open_chat(page, web_cluster.gateway_url)
+    bodies = force_length(page, 8)
+    page.focus("#input")
+    # Chromium's own IME path: a composition is open while Enter is pressed to pick the candidate.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Input.imeSetComposition", {"text": "你好", "selectionStart": 2, "selectionEnd": 2})
+    page.evaluate(
+        """() => document.getElementById('input').dispatchEvent(new KeyboardEvent('keydown',
+             {key: 'Enter', code: 'Enter', keyCode: 229, isComposing: true, bubbles: true, cancelable: true}))"""
+    )
+    cdp.send("Input.insertText", {"text": "你好，世界"})
+    assert page.input_value("#input") == "你好，世界"
+    assert page.locator("article.msg").count() == 0, "an Enter inside a composition sent the message"
+
+    page.press("#input", "Enter")
+    wait_reply_done(page)
+    assert bodies[0]["messages"] == [{"role": "user", "content": "你好，世界"}]
+    expect(page.locator("article.msg-user .msg-body")).to_have_text("你好，世界")
+    expect(page.locator("#conversation-list li.current")).to_contain_text("你好，世界")
+
+
+def test_errors_are_shown_in_words(web_cluster: Cluster, page: Page) -> None:
+    open_chat(page, web_cluster.gateway_url)
+    settings(page, max_tokens="100000")  # past the tiny model's 2048-token context: a real 400
+    send(page, "hello")
+    wait_reply_done(page)
+    error = page.locator(f"{REPLY} .msg-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("too long for this model")
+
+    settings(page, max_tokens="16")
+    page.route("**/v1/chat/completions", lambda route: route.abort("connectionrefused"))
+    send(page, "again")
+    wait_reply_done(page, count=2)
+    expect(page.locator(REPLY).nth(1).locator(".msg-error")).to_contain_text("Could not reach the server")
+
+
+def test_unknown_model_error_names_the_problem(web_cluster: Cluster, page: Page) -> None:
+    open_chat(page, web_cluster.gateway_url)
+    # A model that went away after the list was loaded: the gateway's real 404.
+    page.evaluate(
+        "() => { const o = new Option('gone-model', 'gone-model'); document.getElementById('model').add(o); }"
+    )
+    page.select_option("#model", "gone-model")
+    send(page, "hello")
+    wait_reply_done(page)
+    expect(page.locator(f"{REPLY} .msg-error")).to_contain_text("Model not found")
+
+
+def test_phone_sized_screen_is_usable(web_cluster: Cluster, browser_phone: Page, artifacts: Path) -> None:
+    page = browser_phone
+    open_chat(page, web_cluster.gateway_url)
+    force_length(page, 12)
+    expect(page.locator("#sidebar")).not_to_be_in_viewport()  # the list folds away on a phone
+    send(page, "Hello from a phone")
+    wait_reply_done(page)
+    for selector in ("#input", "#send", "#model", REPLY):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1, selector
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(artifacts / "chat-phone.png"))
+    page.click("#open-sidebar")
+    expect(page.locator("#sidebar")).to_be_in_viewport()
+    page.click("#conversation-list li.current .conversation-title")
+    expect(page.locator("#sidebar")).not_to_be_in_viewport()
