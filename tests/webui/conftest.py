@@ -24,8 +24,10 @@ pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync driver holds an event loop while it runs, which the async
+    tests of later modules must not find running."""
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         pytest.skip(f"no Chromium at {CHROMIUM} (scripts/test-deps.sh installs Debian's chromium)")
     with sync_playwright() as playwright:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fnmatch import fnmatch
 from pathlib import Path
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tokenyard.config import GatewayConfig, Settings
 from tokenyard.gateway.app import create_app
@@ -15,16 +15,16 @@ from tokenyard.webui import static_dir
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def client() -> httpx.AsyncClient:
-    app = create_app(Settings(gateway=GatewayConfig(controller="http://127.0.0.1:9")))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+def client() -> TestClient:
+    """Synchronous on purpose: the browser tests' Playwright driver may hold an event loop."""
+    return TestClient(create_app(Settings(gateway=GatewayConfig(controller="http://127.0.0.1:9"))))
 
 
-async def test_chat_page_and_its_files_are_served_with_a_strict_policy() -> None:
-    async with client() as http:
-        page = await http.get("/")
-        script = await http.get("/ui/chat.js")
-        missing = await http.get("/ui/nothing.js")
+def test_chat_page_and_its_files_are_served_with_a_strict_policy() -> None:
+    with client() as http:
+        page = http.get("/")
+        script = http.get("/ui/chat.js")
+        missing = http.get("/ui/nothing.js")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<script src="/ui/chat.js"></script>' in page.text
     for response in (page, script):
@@ -34,9 +34,9 @@ async def test_chat_page_and_its_files_are_served_with_a_strict_policy() -> None
     assert missing.status_code == 404
 
 
-async def test_pages_stay_out_of_the_api_schema() -> None:
-    async with client() as http:
-        paths = (await http.get("/openapi.json")).json()["paths"]
+def test_pages_stay_out_of_the_api_schema() -> None:
+    with client() as http:
+        paths = http.get("/openapi.json").json()["paths"]
     assert "/" not in paths and not any(p.startswith("/ui") for p in paths)
 
 
