@@ -119,6 +119,9 @@ class GatewayConfig(_Section):
     max_attempts: int = Field(
         default=3, ge=1, description="workers tried for one request that fails before its first token"
     )
+    drain_timeout: float = Field(
+        default=30.0, ge=0, description="seconds in-flight requests get to finish after SIGTERM"
+    )
 
 
 class ServeConfig(_Section):

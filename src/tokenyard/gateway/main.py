@@ -28,8 +28,10 @@ def open_store(settings: Settings) -> Store | None:
 def run_gateway(settings: Settings) -> None:
     store = open_store(settings)
     app = create_app(settings, store=store)
+    # On SIGTERM uvicorn stops listening at once (a proxy in front moves new requests to another
+    # gateway) and lets the requests in flight, streams included, finish within the drain timeout.
     try:
-        serve_app(app, settings.gateway.host, settings.gateway.port, graceful_timeout=10)
+        serve_app(app, settings.gateway.host, settings.gateway.port, graceful_timeout=settings.gateway.drain_timeout)
     finally:
         if store is not None:
             store.close()
