@@ -106,6 +106,17 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def store_url(database_url: str) -> str:
+    """A new database of each kind, migrated to the newest schema (for tests that start processes)."""
+    opened = Store(database_url)
+    try:
+        opened.upgrade()
+    finally:
+        opened.close()
+    return database_url
+
+
+@pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     """A Store on a new database of each kind, migrated to the newest schema."""
     opened = Store(database_url)

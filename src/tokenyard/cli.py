@@ -18,6 +18,8 @@ from tokenyard import __version__
 from tokenyard.bench.command import bench as bench_command
 from tokenyard.config import Settings, load_settings
 from tokenyard.errors import ConfigError, ModelLoadError, StoreError
+from tokenyard.governance.command import keys as keys_command
+from tokenyard.governance.command import tenants as tenants_command
 from tokenyard.protocol.internal import DispatchPolicy, WorkerList
 from tokenyard.store.command import db as db_command
 from tokenyard.web import cluster_headers
@@ -217,6 +219,8 @@ def status(config_file: str | None, controller_url: str | None, output_format: s
 # Defined in its own package (flags, load generator, report); registered here as one more subcommand.
 cli.add_command(bench_command, name="bench")
 cli.add_command(db_command, name="db")
+cli.add_command(keys_command, name="keys")
+cli.add_command(tenants_command, name="tenants")
 
 
 def main() -> None:

@@ -9,15 +9,18 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import State
 from starlette.middleware import Middleware
 
 from tokenyard import __version__
 from tokenyard.config import Settings
+from tokenyard.gateway.admin import router as admin_router
+from tokenyard.gateway.auth import AdminAuthMiddleware, KeyAuthMiddleware
 from tokenyard.gateway.generation import GenerationService
 from tokenyard.gateway.metering import build_metering
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
 from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
-from tokenyard.gateway.principal import DefaultPrincipalMiddleware
+from tokenyard.gateway.principal import DefaultPrincipalMiddleware, principal_of, require_model
 from tokenyard.gateway.quota import QuotaMiddleware
 from tokenyard.gateway.request_id import RequestIdMiddleware
 from tokenyard.gateway.router import Router
@@ -25,7 +28,9 @@ from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
 from tokenyard.gateway.serving_embedding import EmbeddingServing
 from tokenyard.gateway.worker_client import WorkerClient
+from tokenyard.governance.access_version import AccessVersion
 from tokenyard.governance.principal import anonymous
+from tokenyard.governance.verifier import KeyVerifier
 from tokenyard.protocol.openai import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -48,22 +53,30 @@ MODELS_ERRORS = (401, 403, 429)
 def register_routes(app: FastAPI) -> None:
     @app.get("/v1/models", response_model=ModelCardList, responses=error_responses(MODELS_ERRORS))
     async def list_models(request: Request) -> ModelCardList:
+        principal = principal_of(request)
         models = await request.app.state.router.models()
-        cards = [ModelCard(id=m.name, kind=m.kind.value, max_model_len=m.context_length) for m in models]
+        cards = [
+            ModelCard(id=m.name, kind=m.kind.value, max_model_len=m.context_length)
+            for m in models
+            if principal.may_use(m.name)
+        ]
         return ModelCardList(data=cards)
 
     @app.post("/v1/chat/completions", response_model=None, responses=documented(ChatCompletionResponse, streams=True))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+        require_model(request, body.model)
         serving: ChatServing = request.app.state.chat
         return await serving.create(body, request)
 
     @app.post("/v1/completions", response_model=None, responses=documented(CompletionResponse, streams=True))
     async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+        require_model(request, body.model)
         serving: CompletionServing = request.app.state.completion
         return await serving.create(body, request)
 
     @app.post("/v1/embeddings", response_model=None, responses=documented(EmbeddingResponse))
     async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
+        require_model(request, body.model)
         serving: EmbeddingServing = request.app.state.embedding
         return await serving.create(body, request)
 
@@ -73,20 +86,54 @@ def register_routes(app: FastAPI) -> None:
 
     @app.get("/ready")
     async def ready(request: Request) -> JSONResponse:
-        if await request.app.state.router.ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "no healthy worker"}, status_code=503)
+        if not await request.app.state.router.ready():
+            return JSONResponse({"status": "no healthy worker"}, status_code=503)
+        verifier: KeyVerifier | None = request.app.state.verifier
+        if verifier is not None and verifier.degraded_reason:
+            return JSONResponse({"status": "degraded", "reason": verifier.degraded_reason})
+        return JSONResponse({"status": "ready"})
 
 
-def middlewares(settings: Settings, outcomes: Callable[[], OutcomeListeners | None]) -> list[Middleware]:
-    """The gateway's layers, outermost first: each request passes them in this order."""
+def middlewares(settings: Settings, state: Callable[[], State]) -> list[Middleware]:
+    """The gateway's layers, outermost first: each request passes them in this order.
+
+    `state` returns app.state, where the lifespan puts the objects some layers need.
+    """
+    if settings.auth.enabled:
+        principal = Middleware(KeyAuthMiddleware, verifier=lambda: state().verifier)
+    else:
+        principal = Middleware(DefaultPrincipalMiddleware, principal=anonymous(settings.auth.default_tenant))
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     return [
         Middleware(RequestIdMiddleware),  # first, so that every response (errors too) carries the id
-        Middleware(OutcomeMiddleware, listeners=outcomes),  # sees every /v1 outcome, refusals included
+        Middleware(OutcomeMiddleware, listeners=lambda: state().outcomes),  # every /v1 outcome, refusals too
         Middleware(AssumeJSONBodyMiddleware),
-        Middleware(DefaultPrincipalMiddleware, principal=anonymous(settings.auth.default_tenant)),
+        Middleware(AdminAuthMiddleware, admin_key=admin_key),  # /admin/...
+        principal,  # /v1: request.state.principal (401 without a valid key when auth is on)
         Middleware(QuotaMiddleware),  # after the principal: reserves on the tenant's and key's quotas
     ]
+
+
+@asynccontextmanager
+async def governance(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """The key verifier and its poll of the store's access counter, and the Redis access version."""
+    store: Store | None = app.state.store
+    if settings.redis.url:
+        app.state.access_version = AccessVersion(settings.redis.url, settings.redis.key_prefix)
+    poller = None
+    if settings.auth.enabled:
+        if store is None:
+            raise RuntimeError("auth.enabled needs a store: create_app(settings, store=...)")
+        app.state.verifier = KeyVerifier(store, settings.auth.key_cache_seconds, app.state.access_version)
+        poller = asyncio.create_task(app.state.verifier.poll_forever(settings.auth.revocation_poll_interval))
+    try:
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+        if app.state.access_version is not None:
+            await app.state.access_version.close()
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
@@ -115,7 +162,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             if store is not None and settings.metering_on():
                 app.state.metering = build_metering(settings, store)
                 app.state.metering.start(app.state.outcomes)
-            yield
+            async with governance(app, settings):
+                yield
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
             if app.state.metering is not None:
@@ -125,14 +173,17 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         title="tokenyard",
         version=__version__,
         lifespan=lifespan,
-        middleware=middlewares(settings, outcomes=lambda: app.state.outcomes),
+        middleware=middlewares(settings, lambda: app.state),
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.verifier = None
+    app.state.access_version = None
     app.state.outcomes = OutcomeListeners()  # metrics, metering and logs add themselves here
     app.state.metering = None  # usage records, quotas and logs (gateway/metering.py), when on
     install_error_handlers(app)
     register_routes(app)
     install_webui(app)
+    app.include_router(admin_router)
     drop_validation_error_schemas(app)
     return app

@@ -14,7 +14,7 @@ def open_store(settings: Settings) -> Store | None:
     Raises StoreError (the message says to run `tokenyard db upgrade`) on an older schema, so a
     gateway never serves with tables its code does not expect.
     """
-    if not (settings.auth.enabled or settings.metering_on()):
+    if not (settings.auth.enabled or settings.admin_key or settings.metering_on()):
         return None
     store = Store(settings.database_url(), settings.database.pool_size)
     try:

@@ -6,8 +6,10 @@ principal the same way in both cases.
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tokenyard.errors import ModelNotFoundError
 from tokenyard.governance.principal import Principal
 
 
@@ -22,3 +24,19 @@ class DefaultPrincipalMiddleware:
         if scope["type"] == "http":
             scope.setdefault("state", {})["principal"] = self.principal
         await self.app(scope, receive, send)
+
+
+def principal_of(request: Request) -> Principal:
+    """The principal an earlier layer put on the request (KeyAuth or DefaultPrincipal)."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise RuntimeError("no principal on a /v1 request: the auth layer is missing from the middleware list")
+    return principal
+
+
+def require_model(request: Request, model: str) -> Principal:
+    """The principal, if it may use `model`; a model it may not use does not exist for it (404)."""
+    principal = principal_of(request)
+    if not principal.may_use(model):
+        raise ModelNotFoundError(model)
+    return principal

@@ -59,7 +59,7 @@ class Tenant(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    models: Mapped[list[str] | None] = mapped_column(JSON, default=None, doc="None: every model")
+    models: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), default=None, doc="None: every model")
     rpm: Mapped[int | None] = mapped_column(Integer, default=None)
     tpm: Mapped[int | None] = mapped_column(Integer, default=None)
     max_parallel: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -78,7 +78,9 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, doc="hex SHA-256 of the whole key")
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    models: Mapped[list[str] | None] = mapped_column(JSON, default=None, doc="None: the tenant's models")
+    models: Mapped[list[str] | None] = mapped_column(
+        JSON(none_as_null=True), default=None, doc="None: the tenant's models"
+    )
     rpm: Mapped[int | None] = mapped_column(Integer, default=None)
     tpm: Mapped[int | None] = mapped_column(Integer, default=None)
     max_parallel: Mapped[int | None] = mapped_column(Integer, default=None)
