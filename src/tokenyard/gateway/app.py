@@ -14,21 +14,23 @@ from starlette.middleware import Middleware
 
 from tokenyard import __version__
 from tokenyard.config import Settings
+from tokenyard.gateway.access import governance
 from tokenyard.gateway.admin import router as admin_router
 from tokenyard.gateway.auth import AdminAuthMiddleware, KeyAuthMiddleware
+from tokenyard.gateway.client_address import ClientAddressMiddleware, PrincipalNetworksMiddleware
 from tokenyard.gateway.generation import GenerationService
 from tokenyard.gateway.metering import build_metering
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
 from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
 from tokenyard.gateway.principal import DefaultPrincipalMiddleware, principal_of, require_model
 from tokenyard.gateway.quota import QuotaMiddleware
+from tokenyard.gateway.ratelimit import RateLimitMiddleware
 from tokenyard.gateway.request_id import RequestIdMiddleware
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
 from tokenyard.gateway.serving_embedding import EmbeddingServing
 from tokenyard.gateway.worker_client import WorkerClient
-from tokenyard.governance.access_version import AccessVersion
 from tokenyard.governance.principal import anonymous
 from tokenyard.governance.verifier import KeyVerifier
 from tokenyard.protocol.openai import (
@@ -107,33 +109,14 @@ def middlewares(settings: Settings, state: Callable[[], State]) -> list[Middlewa
     return [
         Middleware(RequestIdMiddleware),  # first, so that every response (errors too) carries the id
         Middleware(OutcomeMiddleware, listeners=lambda: state().outcomes),  # every /v1 outcome, refusals too
+        Middleware(ClientAddressMiddleware, allowlist=settings.ip_allowlist, trusted_proxies=settings.trusted_proxies),
         Middleware(AssumeJSONBodyMiddleware),
         Middleware(AdminAuthMiddleware, admin_key=admin_key),  # /admin/...
         principal,  # /v1: request.state.principal (401 without a valid key when auth is on)
+        Middleware(PrincipalNetworksMiddleware),  # the tenant's and the key's IP allow-lists (403)
+        Middleware(RateLimitMiddleware, limiter=lambda: state().limiter),  # rpm, tpm, parallel (429)
         Middleware(QuotaMiddleware),  # after the principal: reserves on the tenant's and key's quotas
     ]
-
-
-@asynccontextmanager
-async def governance(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
-    """The key verifier and its poll of the store's access counter, and the Redis access version."""
-    store: Store | None = app.state.store
-    if settings.redis.url:
-        app.state.access_version = AccessVersion(settings.redis.url, settings.redis.key_prefix)
-    poller = None
-    if settings.auth.enabled:
-        if store is None:
-            raise RuntimeError("auth.enabled needs a store: create_app(settings, store=...)")
-        app.state.verifier = KeyVerifier(store, settings.auth.key_cache_seconds, app.state.access_version)
-        poller = asyncio.create_task(app.state.verifier.poll_forever(settings.auth.revocation_poll_interval))
-    try:
-        yield
-    finally:
-        if poller is not None:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
-        if app.state.access_version is not None:
-            await app.state.access_version.close()
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
@@ -177,8 +160,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.verifier = None
+    app.state.verifier = None  # the lifespan sets these three (gateway/access.py)
     app.state.access_version = None
+    app.state.limiter = None
     app.state.outcomes = OutcomeListeners()  # metrics, metering and logs add themselves here
     app.state.metering = None  # usage records, quotas and logs (gateway/metering.py), when on
     install_error_handlers(app)

@@ -16,9 +16,10 @@ import json
 import logging
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenyard.errors import QuotaExceededError, TokenyardError
+from tokenyard.gateway.body import read_body, replay_body
 from tokenyard.gateway.metering import METERED_ENDPOINTS, Metering
 from tokenyard.gateway.outcome import RequestTracker
 from tokenyard.governance.quotas import Amounts, to_micros
@@ -33,18 +34,6 @@ DEFAULT_MAX_NEW_TOKENS = 4096  # when neither max_tokens nor the model's context
 class QuotaUnavailableError(TokenyardError):
     status_code = 503
     error_type = "service_unavailable"
-
-
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def most_new_tokens(data: dict[str, Any], context_length: int | None) -> int:
@@ -94,7 +83,7 @@ class QuotaMiddleware:
                 await asyncio.to_thread(metering.quotas.settle, reservation, actual)
 
             tracker.on_finish(settle)
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _reserve(
         self, scope: Scope, metering: Metering, principal: Any, body: bytes, data: dict[str, Any]
@@ -128,17 +117,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body read here, handed to the app again; after it, the real channel (disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

@@ -22,11 +22,16 @@ VERSION_KEY = "access-version"
 TIMEOUT = 0.5  # seconds: a slow Redis must not hold requests; the store's poll still applies
 
 
+def async_client(url: str) -> aioredis.Redis:
+    """The gateway's one Redis client (access version, rate limits), with short timeouts."""
+    return aioredis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+
+
 class AccessVersion:
     """The gateway's reader of the Redis access version."""
 
-    def __init__(self, url: str, key_prefix: str) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    def __init__(self, client: aioredis.Redis, key_prefix: str) -> None:
+        self._client = client
         self._key = key_prefix + VERSION_KEY
 
     async def read(self) -> int | None:
@@ -43,9 +48,6 @@ class AccessVersion:
             await self._client.incr(self._key)
         except (RedisError, OSError) as exc:
             logger.warning("could not announce an access change in redis (%s); gateways see it within 1 s", exc)
-
-    async def close(self) -> None:
-        await self._client.aclose()
 
 
 def bump_sync(url: str, key_prefix: str) -> bool:
