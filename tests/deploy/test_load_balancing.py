@@ -54,10 +54,36 @@ def backend(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model_dir: Path)
     cluster = Cluster(logs, logs / "home", heartbeat_interval=1.0)
     try:
         cluster.start_controller()
-        cluster.start_worker("worker", str(tiny_chat_model_dir), "--model-name", MODEL, "--max-batch-size", "16")
+        # Started with FastChat's model_worker flags, as a migrating user would.
+        port = free_port()
+        fastchat_flags = [
+            *("worker", "--model-path", str(tiny_chat_model_dir), "--model-names", MODEL),
+            *("--controller-url", cluster.controller_url, "--worker-address", f"http://127.0.0.1:{port}"),
+            *("--port", str(port), "--num-gpus", "1", "--max-batch-size", "16", "--heartbeat-interval", "1"),
+        ]
+        worker = Service("worker", fastchat_flags, logs, cluster.env).start()
+        cluster.workers["worker"] = worker
+        worker.wait_http(f"http://127.0.0.1:{port}/ready")
         yield cluster
     finally:
         cluster.stop()
+
+
+def test_controller_port_points_openai_clients_at_the_gateways(backend: Cluster, tmp_path: Path) -> None:
+    """FastChat's own check posts to the controller's port; the answer names the running gateways."""
+    gateways = _gateways(backend, tmp_path)
+    try:
+        response = httpx.post(f"{backend.controller_url}/v1/chat/completions", json=BODY, timeout=10)
+        assert response.status_code == 404
+        message = response.json()["error"]["message"]
+        for _, port in gateways:
+            assert f"http://127.0.0.1:{port}/v1/chat/completions" in message
+        # ...and the worker that registered under FastChat's flags serves through them.
+        reply = httpx.post(f"http://127.0.0.1:{gateways[0][1]}/v1/chat/completions", json=BODY, timeout=60)
+        assert reply.status_code == 200 and reply.text.rstrip().endswith("data: [DONE]")
+    finally:
+        for service, _ in gateways:
+            service.stop(timeout=10)
 
 
 def _gateways(backend: Cluster, log_dir: Path) -> list[tuple[Service, int]]:
