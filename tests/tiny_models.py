@@ -38,16 +38,20 @@ CORPUS = [
 _SEED = 1234
 
 
-def make_tiny_chat_model(directory: Path) -> Path:
-    """A 2-layer Llama (hidden 64, 4 heads, 2 KV heads, context 2048) with a ChatML byte-level BPE tokenizer."""
+def make_tiny_chat_model(
+    directory: Path, *, hidden_size: int = 64, intermediate_size: int = 128, num_layers: int = 2
+) -> Path:
+    """A 2-layer Llama (hidden 64, 4 heads, 2 KV heads, context 2048) with a ChatML byte-level BPE tokenizer.
+
+    The sizes can be raised where a test needs rows of 256 (K-quant GGUFs, scripts/make_kquant_fixture.py)."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _chat_tokenizer()
     tokenizer.save_pretrained(directory)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,

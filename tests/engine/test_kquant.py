@@ -51,11 +51,10 @@ def reference(raw: np.ndarray, ggml_type: int) -> np.ndarray:
 
 
 def q8_k(x: torch.Tensor) -> torch.Tensor:
-    """llama.cpp's Q8_K activations, dequantised: per 256, q = round(-128 x / max), max of largest magnitude."""
+    """llama.cpp's Q8_K activations, dequantised: per 256 channels, q = round(127 x / amax) and d = amax / 127."""
     blocks = x.float().reshape(x.shape[0], -1, 256)
-    top = blocks.gather(-1, blocks.abs().argmax(dim=-1, keepdim=True))  # [T, B, 1], signed
-    inverse = -128.0 / top
-    return (torch.round(blocks * inverse).clamp(max=127) / inverse).reshape(x.shape)
+    amax = blocks.abs().amax(dim=-1, keepdim=True)
+    return (torch.round(blocks * (127 / amax)) * (amax / 127)).reshape(x.shape)
 
 
 def q8_0(x: torch.Tensor) -> torch.Tensor:

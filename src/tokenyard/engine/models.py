@@ -168,14 +168,16 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
 
 
 def _record_source(folder: Path, gguf: Path) -> None:
-    """Folders converted before `--quantization gguf` existed learn their file on the next start."""
-    if gguf_source(folder) is None and gguf.is_file():
+    """Folders converted before `--quantization gguf` existed (or whose file moved) learn it on the next start."""
+    if gguf.is_file() and gguf_source(folder) != gguf.resolve():
         write_gguf_source(folder, gguf)
 
 
 def write_gguf_source(folder: Path, gguf: Path) -> None:
     """Record which GGUF file a converted folder came from: `--quantization gguf` reads its blocks."""
-    (folder / GGUF_SOURCE_FILE).write_text(json.dumps({"path": str(gguf.resolve())}))
+    scratch = folder / f".{GGUF_SOURCE_FILE}.{os.getpid()}"
+    scratch.write_text(json.dumps({"path": str(gguf.resolve())}))
+    os.replace(scratch, folder / GGUF_SOURCE_FILE)  # atomic: workers starting together may both write it
 
 
 def gguf_source(folder: Path) -> Path | None:

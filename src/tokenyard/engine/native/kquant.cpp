@@ -21,7 +21,6 @@
 //
 // Plain C ABI (called through ctypes), single-threaded like blockq.cpp.
 
-#include <math.h>
 #include <string.h>
 
 #include <vector>
@@ -140,40 +139,22 @@ void tile(const uint8_t* w, const Activations& a, int64_t tokens, int64_t n, int
     }
 }
 
-// One super-block of 256 float32 values -> Q8_K: q = round(x * -128 / max) with max the value of
-// largest magnitude (the first such, on a tie), capped at 127; dx = max / -128; sums of 16 and 32.
+// One super-block of 256 float32 values -> Q8_K as llama.cpp quantises it today: q = round(127 x / amax)
+// in -127..127 (llama.cpp divides by the signed value of largest magnitude, which flips the signs of
+// q and dx together and so gives the same products), dx = 1 / (127 / amax); and the sums of 16 and 32.
 void quantize_super(const float* x, int8_t* q, float* dx, int16_t* sums16, int16_t* sums32) {
-    __m512 hi = _mm512_set1_ps(-INFINITY), lo = _mm512_set1_ps(INFINITY);
-    for (int i = 0; i < kSuper; i += 16) {
-        hi = _mm512_max_ps(hi, _mm512_loadu_ps(x + i));
-        lo = _mm512_min_ps(lo, _mm512_loadu_ps(x + i));
-    }
-    const float top = _mm512_reduce_max_ps(hi), bottom = _mm512_reduce_min_ps(lo);
-    float max = top >= -bottom ? top : bottom;
-    if (top == -bottom) {
-        for (int i = 0; i < kSuper; ++i) {
-            if (x[i] == top || x[i] == bottom) {
-                max = x[i];
-                break;
-            }
-        }
-    }
-    if (max == 0.0f) {
-        memset(q, 0, kSuper);
-        *dx = 0.0f;
-        memset(sums16, 0, 16 * sizeof(int16_t));
-        memset(sums32, 0, 8 * sizeof(int16_t));
-        return;
-    }
-    const float inverse = -128.0f / max;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 top = _mm512_setzero_ps();
+    for (int i = 0; i < kSuper; i += 16) top = _mm512_max_ps(top, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + i)));
+    const float amax = _mm512_reduce_max_ps(top);
+    const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
     for (int i = 0; i < kSuper; i += 16) {
         __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(inverse)));
-        v = _mm512_min_epi32(v, _mm512_set1_epi32(127));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtsepi32_epi8(v));
         sums16[i / 16] = static_cast<int16_t>(_mm512_reduce_add_epi32(v));
     }
     for (int i = 0; i < 8; ++i) sums32[i] = static_cast<int16_t>(sums16[2 * i] + sums16[2 * i + 1]);
-    *dx = 1.0f / inverse;
+    *dx = amax > 0.0f ? 1.0f / inverse : 0.0f;  // as llama.cpp: the reciprocal of the scale it multiplied by
 }
 
 void quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, float* dx, int16_t* sums16,
