@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.governed import migrate
 from tests.integration.processes import Cluster, wait_until
 
 CHROMIUM = os.environ.get("TOKENYARD_CHROMIUM", "/usr/bin/chromium")
 CHAT_MODEL = "tiny-chat"
 EMBEDDING_MODEL = "tiny-embed"
+ADMIN_KEY = "webui-admin-key-0123456789"
 
 pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
 
@@ -53,7 +55,14 @@ def web_cluster(
     tmp_path_factory: pytest.TempPathFactory, tiny_chat_model_dir: Path, tiny_embedding_model_dir: Path
 ) -> Iterator[Cluster]:
     """A controller, a tiny chat worker, a tiny embedding worker and a gateway serving the pages."""
-    running = Cluster(tmp_path_factory.mktemp("webui-logs"), tmp_path_factory.mktemp("webui-home"))
+    home = tmp_path_factory.mktemp("webui-home")
+    running = Cluster(tmp_path_factory.mktemp("webui-logs"), home)
+    # The admin API (the dashboard's data) and metering (its usage table) keep their state in a store.
+    database = f"sqlite:///{home / 'webui.db'}"
+    migrate(database)
+    running.env.update(
+        TOKENYARD_ADMIN_KEY=ADMIN_KEY, TOKENYARD_DATABASE__URL=database, TOKENYARD_METERING__ENABLED="true"
+    )
     try:
         running.start_controller()
         running.start_worker("chat", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL)

@@ -16,6 +16,7 @@ from tokenyard import __version__
 from tokenyard.config import Settings
 from tokenyard.gateway.access import governance
 from tokenyard.gateway.admin import router as admin_router
+from tokenyard.gateway.admin_cluster import router as admin_cluster_router
 from tokenyard.gateway.auth import AdminAuthMiddleware, KeyAuthMiddleware
 from tokenyard.gateway.client_address import ClientAddressMiddleware, PrincipalNetworksMiddleware
 from tokenyard.gateway.generation import GenerationService
@@ -25,6 +26,7 @@ from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
 from tokenyard.gateway.principal import DefaultPrincipalMiddleware, principal_of, require_model
 from tokenyard.gateway.quota import QuotaMiddleware
 from tokenyard.gateway.ratelimit import RateLimitMiddleware
+from tokenyard.gateway.recent_requests import RecentRequests
 from tokenyard.gateway.request_id import RequestIdMiddleware
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.serving_chat import ChatServing
@@ -137,6 +139,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             router = Router(client, config.controller, config.models_cache_ttl)
             workers = WorkerClient(client, config.request_timeout, config.stall_timeout)
             service = GenerationService(router, workers, config.max_attempts, config.request_timeout)
+            app.state.http = client
             app.state.router = router
             app.state.chat = ChatServing(service)
             app.state.completion = CompletionServing(service)
@@ -165,9 +168,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.limiter = None
     app.state.outcomes = OutcomeListeners()  # metrics, metering and logs add themselves here
     app.state.metering = None  # usage records, quotas and logs (gateway/metering.py), when on
+    app.state.recent_requests = RecentRequests()  # the dashboard's last minutes of traffic
+    app.state.outcomes.add(app.state.recent_requests.record)
     install_error_handlers(app)
     register_routes(app)
     install_webui(app)
     app.include_router(admin_router)
+    app.include_router(admin_cluster_router)
     drop_validation_error_schemas(app)
     return app

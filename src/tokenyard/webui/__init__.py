@@ -61,4 +61,9 @@ def install_webui(app: FastAPI) -> None:
     async def chat_page() -> Response:
         return page("chat.html")
 
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard_page() -> Response:
+        """Public HTML; its data comes from /admin/..., which needs the admin key."""
+        return page("dashboard.html")
+
     app.mount(STATIC_PREFIX, _SecureStatic(StaticFiles(directory=folder)), name="webui")
