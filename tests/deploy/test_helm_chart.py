@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.integration.processes import free_port
 from tokenyard.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,3 +186,39 @@ def test_rendered_k8s_manifests_match_the_chart_and_validate() -> None:
     docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
     validate_all(docs)
     assert not any(d["kind"] == "Secret" for d in docs)  # no secret in the repository
+
+
+def _run_wait_script(default_docs: list[dict[str, Any]], url: str) -> subprocess.CompletedProcess[str]:
+    job = by_kind(default_docs, "Job")["tokenyard-db-upgrade"]
+    script = job["spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
+    env = {**os.environ, "TOKENYARD_DATABASE__URL": url, "WAIT_SECONDS": "1"}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_migration_job_steps_fail_loudly_when_the_database_is_away(default_docs: list[dict[str, Any]]) -> None:
+    """The Job's own two steps, run here: the wait gives up with the address, and `tokenyard db
+    upgrade` against a database that is not there exits non-zero naming it, without a traceback."""
+    away = f"postgresql+psycopg://tokenyard@127.0.0.1:{free_port()}/tokenyard"
+    waited = _run_wait_script(default_docs, away)
+    assert waited.returncode == 1 and "still unreachable after 1 s" in waited.stderr
+    assert _run_wait_script(default_docs, "sqlite:////tmp/x.db").returncode == 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENYARD_")}
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "tokenyard", "db", "upgrade"],
+        env={**env, "TOKENYARD_DATABASE__URL": away},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert upgrade.returncode != 0
+    assert "Traceback" not in upgrade.stderr
+    assert upgrade.stderr.startswith(f"tokenyard: error: cannot upgrade {away}"), upgrade.stderr
+
+
+def test_migration_wait_passes_once_the_database_answers(default_docs: list[dict[str, Any]]) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 5432)) != 0:
+            pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    waited = _run_wait_script(default_docs, "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    assert waited.returncode == 0, waited.stderr
+    assert "accepting connections" in waited.stdout
