@@ -51,10 +51,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--quantization",
-        default="int4",
-        choices=["none", "int8", "int4"],
-        help="tokenyard's --quantization; int4 (default) holds the same Q4_1 weights llama-server serves.",
+        choices=["auto", "none", "int8", "int4"],
+        help="tokenyard's --quantization (default: none passed; auto runs the file's Q4_1 weights as int4).",
     )
+    parser.add_argument("--max-batch-size", type=int, help="tokenyard's --max-batch-size (default: none passed).")
     parser.add_argument("--worker-arg", action="append", default=[], help="Extra flag for `tokenyard worker`.")
     parser.add_argument("--output", type=Path, help="Result JSON (default: .cache/compare/compare-<time>.json).")
     return parser.parse_args()
@@ -92,13 +92,28 @@ def bench_command(url: str, concurrency: int, requests: int, args: argparse.Name
     ]
 
 
+def _rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def bench_level(server: Server, concurrency: int, requests: int, args: argparse.Namespace) -> dict[str, Any]:
     """One `tokenyard bench` run; its level report, plus the command and the load average around it."""
     command = bench_command(server.url, concurrency, requests, args)
     print(f"  {server.name}: concurrency {concurrency}, {requests} requests", file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    context = {"command": " ".join(command), "loadavg_1m_before": load_before, "loadavg_1m_after": os.getloadavg()[0]}
+    context = {
+        "command": " ".join(command),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": os.getloadavg()[0],
+        "rss_mib_after": [_rss_mib(process.pid) for process in server.processes],  # per command, in order
+    }
     if not done.stdout.strip():  # bench could not run at all: its one-line error is on stderr
         return {"concurrency": concurrency, "failed": done.stderr.strip()[-500:], **context}
     level: dict[str, Any] = json.loads(done.stdout)["levels"][0]
@@ -116,10 +131,10 @@ def run_system(name: str, levels: list[tuple[int, int]], args: argparse.Namespac
                 results["levels"][str(concurrency)] = bench_level(server, concurrency, requests, args)
             results["servers"][str(concurrency)] = server.command_lines()
         return results
-    max_batch = ["--max-batch-size", str(max(c for c, _ in levels))]
-    if name == "tokenyard":
-        quantization = ["--quantization", args.quantization]
-        server = tokenyard_server(log_dir, args.home.expanduser(), max_batch + quantization + args.worker_arg)
+    if name == "tokenyard":  # plain defaults unless asked: what `make serve` runs
+        flags = ["--quantization", args.quantization] if args.quantization else []
+        flags += ["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []
+        server = tokenyard_server(log_dir, args.home.expanduser(), flags + args.worker_arg)
     else:
         server = baseline_server(log_dir, args.home.expanduser())
     with running(server):

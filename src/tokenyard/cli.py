@@ -132,7 +132,7 @@ def _one_gpu_only(_ctx: click.Context, param: click.Parameter, value: int | None
 @click.option("--num-gpus", type=int, callback=_one_gpu_only, expose_value=False, help="FastChat's flag: only 1.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
-@click.option("--quantization", type=click.Choice(["none", "int8", "int4", "gguf"]))
+@click.option("--quantization", type=click.Choice(["auto", "none", "int8", "int4", "gguf"]))
 @click.option("--max-batch-size", type=click.IntRange(min=1))
 @click.option("--batch-wait-timeout", type=click.FloatRange(min=0), help="Seconds.")
 @click.option("--context-length", type=click.IntRange(min=16))

@@ -82,8 +82,14 @@ class WorkerConfig(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    quantization: Literal["none", "int8", "int4", "gguf"] = "none"
-    max_batch_size: int = Field(default=16, ge=1)
+    quantization: Literal["auto", "none", "int8", "int4", "gguf"] = Field(
+        default="auto",
+        description="auto: a GGUF's own precision on CPUs with the native kernels, else none; "
+        "gguf: the converted GGUF file's own blocks",
+    )
+    max_batch_size: int | None = Field(
+        default=None, ge=1, description="sequences running at once; default: from the machine (64 on 2 CPU cores)"
+    )
     batch_wait_timeout: float = Field(default=0.1, ge=0, description="seconds")
     context_length: int | None = Field(default=None, ge=16, description="default: the model's own")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)

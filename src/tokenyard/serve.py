@@ -128,12 +128,13 @@ def build_children(settings: Settings, config_file: str | None) -> list[Child]:
 
 
 def _healthy_models(settings: Settings, client: httpx.Client) -> list[str] | None:
+    """Each healthy worker's models with how they run: "smollm2-135m-instruct (int4 on cpu, max batch 64)"."""
     url = f"http://{settings.controller.host}:{settings.controller.port}/workers"
     try:
         workers = WorkerList.model_validate_json(client.get(url, timeout=2).content).workers
     except (httpx.HTTPError, ValueError):
         return None
-    return [m for w in workers if w.state is WorkerState.HEALTHY for m in w.models]
+    return [f"{m} ({w.engine})" if w.engine else m for w in workers if w.state is WorkerState.HEALTHY for m in w.models]
 
 
 def _wait_ready(settings: Settings, children: list[Child]) -> bool:

@@ -54,15 +54,17 @@ def test_pack_puts_four_channels_of_sixteen_rows_in_each_vector() -> None:
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("rows", [1, 3, 8, 13])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernel_matches_the_dequantised_product(bits: int, rows: int, dtype: torch.dtype) -> None:
+def test_kernel_matches_the_dequantised_product(bits: int, rows: int, dtype: torch.dtype, kernel_threads: int) -> None:
     linear = q4_1_grid_linear(48, 96).to(dtype)
     layer = BlockQLinear(linear, bits, dense=False)
     x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows)).to(dtype)
     out = layer(x)
     expected = x.float() @ dequantised(linear, bits).T
     assert out.dtype == dtype and out.shape == (rows, 48)
-    # activations are quantised to int8 per block of 32: about 1% of the output's scale
-    assert float((out.float() - expected).abs().max()) < 0.02 * float(expected.abs().max())
+    # activations are taken as two int8 parts per block of 32 (~15 bits; blockq.cpp's kFine): what is left
+    # is the output's rounding (bfloat16) and float32 sums
+    tolerance = 0.006 if dtype == torch.bfloat16 else 0.002
+    assert float((out.float() - expected).abs().max()) < tolerance * float(expected.abs().max())
 
 
 @needs_native

@@ -10,7 +10,14 @@ import torch
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.embedding import SimpleEmbeddingEngine
 from tokenyard.engine.engine import BatchingGenerationEngine
-from tokenyard.engine.loader import cpu_has_native_bfloat16, load_engine, pick_device, pick_dtype
+from tokenyard.engine.loader import (
+    cpu_has_native_bfloat16,
+    describe_engine,
+    load_engine,
+    pick_device,
+    pick_dtype,
+    resolve_settings,
+)
 from tokenyard.engine.models import ResolvedModel
 from tokenyard.errors import ModelLoadError
 from tokenyard.protocol.internal import ModelKind
@@ -35,15 +42,17 @@ def test_context_length_flag_overrides_but_cannot_exceed_the_model(tiny_chat_mod
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
-def test_quantization_loads_for_chat_and_is_refused_for_embeddings(
+def test_quantization_loads_for_chat_and_is_ignored_for_embeddings(
     tiny_chat_model_dir: Path, tiny_embedding_model_dir: Path, quantization: str
 ) -> None:
     chat = ResolvedModel("chat", tiny_chat_model_dir, ModelKind.GENERATE)
     config = WorkerConfig(device="cpu", quantization=quantization, kv_cache_memory=0.01)  # type: ignore[arg-type]
     assert isinstance(load_engine(chat, config), BatchingGenerationEngine)
+    # `tokenyard serve` hands one worker section to both workers: the embedding worker starts anyway.
     embed = ResolvedModel("embed", tiny_embedding_model_dir, ModelKind.EMBED)
-    with pytest.raises(ModelLoadError, match=f"--quantization {quantization} is not supported for embedding"):
-        load_engine(embed, config)
+    assert isinstance(load_engine(embed, config), SimpleEmbeddingEngine)
+    assert resolve_settings(embed, config).quantization == "none"
+    assert describe_engine(embed, config) == "float32 on cpu, max batch 32"
 
 
 def test_unloadable_folder_is_a_one_line_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"native kernels unav
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(9, 3, 64), (4, 4, 32), (8, 2, 128)])
 def test_native_decode_attention_matches_torch(
-    dtype: torch.dtype, tolerance: float, heads: int, kv_heads: int, dim: int
+    dtype: torch.dtype, tolerance: float, heads: int, kv_heads: int, dim: int, kernel_threads: int
 ) -> None:
     generator = torch.Generator().manual_seed(heads * dim)
     layers, num_slots, lengths = 2, 400, [1, 17, 160, 33]

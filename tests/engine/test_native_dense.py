@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"native dense kernel
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 11])
 @pytest.mark.parametrize("float_output", [False, True])
-def test_dense_kernel_matches_torch(rows: int, float_output: bool) -> None:
+def test_dense_kernel_matches_torch(rows: int, float_output: bool, kernel_threads: int) -> None:
     lib = native.kernels()
     assert lib is not None
     generator = torch.Generator().manual_seed(rows)

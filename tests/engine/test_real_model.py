@@ -35,7 +35,7 @@ async def ask(
 
 
 async def test_real_model_answers_paris_and_streams_chinese(default_chat_model: ResolvedModel) -> None:
-    engine = load(default_chat_model)  # dtype auto: bfloat16 on this CPU
+    engine = load(default_chat_model)  # the defaults: int4 (the file's Q4_1) where the native kernels load
     assert engine.context_length == 8192
     await engine.start()
     try:

@@ -17,6 +17,7 @@ import pytest
 from openai import OpenAI
 
 from tests.integration.processes import free_port, service_env, wait_until
+from tokenyard.engine import native
 
 
 def _descendants(pid: int) -> list[int]:
@@ -111,6 +112,10 @@ def test_serve_default_models_answers_paris_and_stops_cleanly(tmp_path: Path, te
     try:
         assert wait_until(lambda: "tokenyard is serving" in logs() or serve.poll() is not None, 500), logs()
         assert serve.poll() is None, logs()
+        # The start line says how the chat model runs: with no flags, the file's own int4 where the kernels load.
+        serving = next(line for line in logs().splitlines() if "tokenyard is serving" in line)
+        precision = "int4" if native.kernels() is not None else ""
+        assert f"smollm2-135m-instruct ({precision}" in serving, serving
         with OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120) as client:
             check_default_models(client)
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200

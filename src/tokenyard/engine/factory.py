@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from tokenyard.config import WorkerConfig
+from tokenyard.engine.defaults import auto_max_batch_size
 from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.model_runner import BLOCK_SIZE, HFRunner, LlamaRunner, ModelRunner, kv_bytes_per_token
@@ -40,11 +41,17 @@ def build_engine(
     """Load the model in `folder` and build a (not yet started) batching engine for it."""
     from transformers import AutoConfig
 
+    # Settings still at auto here (a caller that skipped the loader's resolve_settings): no GGUF is known.
+    batch = config.max_batch_size or auto_max_batch_size(device.type)
+    quantization = "none" if config.quantization == "auto" else config.quantization
+    config = config.model_copy(update={"quantization": quantization, "max_batch_size": batch})
     if config.quantization != "none" and device.type != "cpu":
         raise ModelLoadError(f"--quantization {config.quantization} uses CPU kernels; use --device cpu or none")
     hf_config = AutoConfig.from_pretrained(folder)
     context_length = _context_length(hf_config, config.context_length)
-    runner = _load_runner(folder, hf_config, config, device=device, dtype=dtype, context_length=context_length)
+    runner = _load_runner(
+        folder, hf_config, config, device=device, dtype=dtype, context_length=context_length, max_batch=batch
+    )
     if runner.num_blocks * BLOCK_SIZE < context_length:
         raise ModelLoadError(
             f"the KV cache holds {runner.num_blocks * BLOCK_SIZE} tokens, fewer than "
@@ -52,8 +59,8 @@ def build_engine(
         )
     scheduler = Scheduler(
         BlockManager(runner.num_blocks, BLOCK_SIZE),
-        max_batch_size=config.max_batch_size,
-        max_num_batched_tokens=max(MIN_BATCHED_TOKENS, config.max_batch_size),
+        max_batch_size=batch,
+        max_num_batched_tokens=max(MIN_BATCHED_TOKENS, batch),
         max_queue_length=config.max_queue_length,
         batch_wait_timeout=config.batch_wait_timeout,
     )
@@ -64,7 +71,14 @@ def build_engine(
 
 
 def _load_runner(
-    folder: Path, hf_config: Any, config: WorkerConfig, *, device: torch.device, dtype: torch.dtype, context_length: int
+    folder: Path,
+    hf_config: Any,
+    config: WorkerConfig,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    context_length: int,
+    max_batch: int,
 ) -> ModelRunner:
     """The engine's own llama code where it applies, else the transformers fallback."""
     kv_bytes = _kv_cache_bytes(config, device)
@@ -74,7 +88,7 @@ def _load_runner(
             return kv_bytes
         budget = kv_bytes if kv_bytes >= 0 else cuda_kv_bytes(device, config.gpu_memory_utilization)
         # More than every running sequence at full length (twice, for the prefix cache) is never used.
-        return min(budget, 2 * config.max_batch_size * context_length * bytes_per_token)
+        return min(budget, 2 * max_batch * context_length * bytes_per_token)
 
     if not LlamaSpec.supports(hf_config):
         return _hf_runner(folder, hf_config, config, device=device, dtype=dtype, kv_budget=kv_budget)
@@ -87,7 +101,7 @@ def _load_runner(
         kv_cache_bytes=kv_budget,
         max_positions=context_length,
         decode_graphs="capture" if device.type == "cuda" and not config.enforce_eager else "off",
-        max_batch=config.max_batch_size,
+        max_batch=max_batch,
     )
 
 

@@ -9,27 +9,60 @@ other architectures through its batched transformers fallback. Any failure leave
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 
 import torch
 
 from tokenyard.config import WorkerConfig
+from tokenyard.engine import native
 from tokenyard.engine.base import EmbeddingEngine, GenerationEngine
+from tokenyard.engine.defaults import auto_max_batch_size, auto_quantization, gguf_file_type, usable_cpus
 from tokenyard.engine.embedding import SimpleEmbeddingEngine
 from tokenyard.engine.factory import build_engine
-from tokenyard.engine.models import ResolvedModel
+from tokenyard.engine.models import ResolvedModel, gguf_source
 from tokenyard.errors import ModelLoadError
 from tokenyard.protocol.internal import ModelKind
 
+logger = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_EMBEDDING_BATCH = 32  # sentence-transformers' own default batch
+
+
+def resolve_settings(resolved: ResolvedModel, config: WorkerConfig) -> WorkerConfig:
+    """`config` with `auto`/unset engine settings made concrete for this model and machine
+    (engine.defaults); an embedding model drops the chat-only ones instead of refusing them."""
+    device = pick_device(config.device)
+    if resolved.kind is ModelKind.EMBED:
+        if config.quantization not in ("auto", "none"):
+            logger.info("embedding model: --quantization %s applies to chat models only; ignored", config.quantization)
+        return config.model_copy(
+            update={"quantization": "none", "max_batch_size": config.max_batch_size or _EMBEDDING_BATCH}
+        )
+    quantization: str = config.quantization
+    if quantization == "auto":
+        source = gguf_source(resolved.path)
+        gguf_type = gguf_file_type(source) if source is not None else None
+        quantization = auto_quantization(
+            gguf_type, device_type=device.type, native_kernels=native.kernels() is not None
+        )
+    batch = config.max_batch_size or auto_max_batch_size(device.type)
+    return config.model_copy(update={"quantization": quantization, "max_batch_size": batch})
+
+
+def describe_engine(resolved: ResolvedModel, config: WorkerConfig) -> str:
+    """One line on how the model runs ("int4 on cpu, max batch 64"), for start-up lines and status."""
+    settings = resolve_settings(resolved, config)
+    device = pick_device(settings.device)
+    dtype = str(pick_dtype(settings.dtype, device, resolved.kind)).removeprefix("torch.")
+    precision = settings.quantization if settings.quantization != "none" else dtype
+    return f"{precision} on {device.type}, max batch {settings.max_batch_size}"
 
 
 def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngine | EmbeddingEngine:
     """Load the model at `resolved.path` into the engine for its kind (not started yet)."""
-    if config.quantization != "none" and resolved.kind is ModelKind.EMBED:
-        raise ModelLoadError(f"--quantization {config.quantization} is not supported for embedding models; use none")
     configure_torch_threads()
+    config = resolve_settings(resolved, config)
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device, resolved.kind)
     try:
@@ -39,7 +72,7 @@ def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngi
                 device=device,
                 dtype=dtype,
                 context_length=config.context_length,
-                max_batch_size=config.max_batch_size,
+                max_batch_size=config.max_batch_size or _EMBEDDING_BATCH,
                 batch_wait_timeout=config.batch_wait_timeout,
                 cache_size=config.embedding_cache_size,
             )
@@ -56,7 +89,7 @@ def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngi
 
 def configure_torch_threads() -> None:
     """Use the CPUs this process may run on; torch counts the host's cores, too many in a container."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = usable_cpus()
     if torch.get_num_threads() > available:
         torch.set_num_threads(available)
 

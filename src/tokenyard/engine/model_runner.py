@@ -11,6 +11,7 @@ so it is simple and obviously correct, not fast. Both have the same small interf
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from tokenyard.engine import native
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
 from tokenyard.engine.modeling.decode_graphs import DecodeGraphs
 from tokenyard.engine.modeling.gguf_weights import load_gguf_linears
@@ -55,6 +57,18 @@ def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype:
     return 2 * num_layers * num_kv_heads * head_dim * torch.empty(0, dtype=dtype).element_size()
 
 
+def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zeroed tensor; on the CPU an anonymous mapping whose pages the kernel commits on first write.
+
+    So the KV budget is a ceiling, not a reservation: the process holds the blocks requests have
+    used (docs/engine.md, "Memory"), where `torch.zeros` would write, and so hold, every page at start."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    buffer = mmap.mmap(-1, max(size, 1))  # anonymous: reads as zeros, no memory until written
+    return torch.frombuffer(buffer, dtype=torch.uint8)[:size].view(dtype).view(shape)
+
+
 def num_blocks_for(kv_cache_bytes: int, bytes_per_token: int, block_size: int = BLOCK_SIZE) -> int:
     return max(1, kv_cache_bytes // (bytes_per_token * block_size))
 
@@ -80,9 +94,7 @@ class LlamaRunner:
         # head-major; one slot more than the blocks hold: the scratch slot that padded graph rows write to
         shape = (spec.num_layers, spec.num_kv_heads, num_blocks * BLOCK_SIZE + 1, spec.head_dim)
         self.attention = PagedAttention(
-            torch.zeros(shape, dtype=dtype, device=device),
-            torch.zeros(shape, dtype=dtype, device=device),
-            scale=spec.head_dim**-0.5,
+            lazy_zeros(shape, dtype, device), lazy_zeros(shape, dtype, device), scale=spec.head_dim**-0.5
         )
         self.threads: ThreadBudget | None = None
         self.decoder: NativeDecoder | None = None  # decode-only steps in one native call (CPU)
@@ -90,6 +102,8 @@ class LlamaRunner:
             self.threads = ThreadBudget(torch.get_num_threads())
             thread_linears(model, self.threads)
             self.decoder = NativeDecoder.build(model, self.attention)
+            if (lib := native.kernels()) is not None:  # the native kernels split rows over these threads
+                lib.native_set_threads(self.threads.max_threads)
         self.graphs: DecodeGraphs | None = None
         if decode_graphs != "off":
             self.graphs = DecodeGraphs(

@@ -51,6 +51,7 @@ class WorkerStatus(BaseModel):
     num_waiting: int = Field(default=0, ge=0)
     speed: float = Field(default=1.0, gt=0, description="relative throughput; dispatch weighs queues by it")
     heartbeat_interval: float = Field(default=2.0, gt=0)
+    engine: str = Field(default="", description="how the model runs, e.g. 'int4 on cpu, max batch 64'")
 
 
 class HeartbeatResponse(BaseModel):

@@ -59,6 +59,7 @@ class WorkerRuntime:
     draining: bool = False
     in_flight: int = 0
     heartbeat: Heartbeat | None = None
+    engine_summary: str = ""  # how the model runs (loader.describe_engine), shown by `tokenyard serve`
 
     def status(self) -> WorkerStatus:
         stats: EngineStats = self.engine.stats()
@@ -77,6 +78,7 @@ class WorkerRuntime:
             num_waiting=stats.num_waiting,
             speed=max(stats.tokens_per_second, 1.0),
             heartbeat_interval=self.config.heartbeat_interval,
+            engine=self.engine_summary,
         )
 
     def _state(self, stats: EngineStats, queue: int) -> tuple[WorkerState, str]:

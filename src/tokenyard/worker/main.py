@@ -6,7 +6,7 @@ import logging
 import time
 
 from tokenyard.config import Settings
-from tokenyard.engine.loader import load_engine
+from tokenyard.engine.loader import describe_engine, load_engine
 from tokenyard.engine.models import resolve_model
 from tokenyard.web import serve_app
 from tokenyard.worker.app import WorkerRuntime, create_app
@@ -20,15 +20,17 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
     started = time.monotonic()
     resolved = resolve_model(config.model, settings.home_dir())
     engine = load_engine(resolved, config)
+    summary = describe_engine(resolved, config)
     names = config.model_names or [resolved.name]
     logger.info(
-        "loaded %s (%s) from %s in %.1f s",
+        "loaded %s (%s: %s) from %s in %.1f s",
         names[0],
         resolved.kind.value,
+        summary,
         resolved.path,
         time.monotonic() - started,
     )
-    return WorkerRuntime(config=config, engine=engine, kind=resolved.kind, model_names=names)
+    return WorkerRuntime(config=config, engine=engine, kind=resolved.kind, model_names=names, engine_summary=summary)
 
 
 def run_worker(settings: Settings) -> None:

@@ -20,15 +20,20 @@ BITS = {"int8": 8, "int4": 4}
 OUTPUT_MAX_ROWS = 32  # the output projection's 8-bit kernel up to this many rows (docs/engine.md)
 
 
-def quantize_linears(module: nn.Module, method: str, *, dense: bool = True, use_native: bool | None = None) -> None:
+def quantize_linears(
+    module: nn.Module, method: str, *, dense: bool | None = None, use_native: bool | None = None
+) -> None:
     """Replace the `nn.Linear` layers under `module` in place (see the module's docstring).
 
-    dense: keep each layer's dense weight too, for steps with more rows than its quantised kernel wins at.
-    use_native: None picks the native kernels wherever they load; False forces torch's."""
+    dense: keep each layer's dense weight too, for steps with more rows than its quantised kernel wins at;
+    None: only for torch's kernels (the native ones, on the thread pool, take every step size, so the
+    weights are held once). use_native: None picks the native kernels wherever they load; False forces torch's."""
     if method not in BITS:
         raise ValueError(f"unknown quantization method {method!r}; use int8 or int4")
     if use_native is None:
         use_native = native.kernels() is not None
+    if dense is None:
+        dense = not use_native
     for name, child in module.named_children():
         if not isinstance(child, nn.Linear):
             quantize_linears(child, method, dense=dense, use_native=use_native)

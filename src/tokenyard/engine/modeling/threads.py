@@ -10,7 +10,8 @@ Whole decode steps of SmolLM2 (`benchmarks/thread_split.py`): at 64 sequences 15
 193 ms on two threads throughout and 210 ms on one; up to 16 sequences one thread throughout is as
 fast as any split.
 So the engine thread runs on one thread, and the linear layers of a step of more than
-`SINGLE_THREAD_MAX_TOKENS` tokens get every thread the process may use.
+`SINGLE_THREAD_MAX_TOKENS` tokens get every thread the process may use. (This is torch's threading;
+the native kernels split their work over their own pool, engine/native/pool.cpp.)
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ more time on overhead and generality than on the work (docs/engine.md, "Native k
 - `dense.cpp`: dense bfloat16 layers for 1-16 rows (AVX512-BF16), up to 3x faster than torch's there.
 - `decode_layers.cpp`: every decoder layer of a llama model for a decode-only step in one call, so a
   small step no longer pays Python and torch dispatch for each of its ~800 small ops.
+- `pool.cpp`: a small persistent thread pool the kernels above split their rows over
+  (`native_set_threads`), with no wake-up per op as OpenMP's sleeping threads need.
 
 Why ctypes and not a torch extension: the library is plain C ABI with no torch headers, so it builds
 in seconds with the system's g++ instead of a minute, and cannot break with torch's ABI.
@@ -42,7 +44,7 @@ SOURCES = sorted(Path(__file__).parent.glob("*.cpp"))
 HEADERS = sorted(Path(__file__).parent.glob("*.h"))
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "f16c", "fma")
 COMPILE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
-COMPILE_FLAGS += ["-mavx512vnni", "-mf16c", "-mfma"]
+COMPILE_FLAGS += ["-mavx512vnni", "-mf16c", "-mfma", "-pthread"]
 
 
 @functools.cache  # read once: the model loader asks per layer
@@ -134,4 +136,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.rms_norm.restype = None
     lib.decode_layers.argtypes = [i32, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, ptr, f32, f32]
     lib.decode_layers.restype = None
+    lib.native_set_threads.argtypes = [i32]
+    lib.native_set_threads.restype = None
+    lib.native_threads.argtypes = []
+    lib.native_threads.restype = i32
     return lib

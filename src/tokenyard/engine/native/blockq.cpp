@@ -16,13 +16,14 @@
 // group is broadcast from memory, so a multiply-add of 16 rows x 4 channels is one instruction per
 // token, and the weights are unpacked once for up to 8 tokens at a time.
 //
-// Plain C ABI (called through ctypes), single-threaded: decode steps run on one thread (threads.py).
+// Plain C ABI (called through ctypes); output tiles are split over the kernels' thread pool (pool.h).
 
 #include <string.h>
 
 #include <vector>
 
 #include "kernels.h"
+#include "pool.h"
 #include "simd.h"
 
 namespace {
@@ -33,41 +34,55 @@ inline __m512 load(const void* x, int bf16, int64_t index) {
 
 constexpr int kBlock = 32;
 constexpr int kTile = 16;
-constexpr int kMaxTokens = 8;  // tokens per pass over a weight tile: two accumulators each in registers
+constexpr int kMaxTokens = 8;  // tokens per pass over a weight tile: its accumulators stay in registers
+// Each activation is taken as two int8 parts, x ~ dx (q + f / kFine): q as llama.cpp's Q8_1, f the
+// rounding error q left, itself in int8. One more VPDPBUSD per weight vector and token makes the
+// activations ~15-bit: with q alone SmolLM2 int4 flipped greedy near-ties that float32 gets right
+// (it answered "What is the capital of France?" with "L'Étoile, ..."; docs/engine.md).
+constexpr float kFine = 254.0f;
 
 template <int Bits, int Tokens>
 void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64_t k, const int8_t* qx,
-               const float* dx, const float* sums, void* out, int out_bf16, int64_t n, int64_t row) {
+               const int8_t* qlo, const float* dx, const float* sums, void* out, int out_bf16, int64_t n,
+               int64_t row) {
     __m512 total[Tokens];
     for (int t = 0; t < Tokens; ++t) total[t] = _mm512_setzero_ps();
     const __m512i low = _mm512_set1_epi8(0x0F);
+    const __m512 fine = _mm512_set1_ps(1.0f / kFine);
     for (int b = 0; b < blocks; ++b) {
-        __m512i dot[Tokens];
-        for (int t = 0; t < Tokens; ++t) dot[t] = _mm512_setzero_si512();
+        __m512i dot[Tokens], dot_fine[Tokens];
+        for (int t = 0; t < Tokens; ++t) dot[t] = dot_fine[t] = _mm512_setzero_si512();
         const int8_t* q = qx + b * kBlock;
         if (Bits == 4) {
+            const int8_t* ql = qlo + b * kBlock;
             for (int j = 0; j < 4; ++j) {
                 __m512i packed = _mm512_loadu_si512(weights);
                 weights += 64;
                 __m512i first = _mm512_and_si512(packed, low);
                 __m512i second = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
                 for (int t = 0; t < Tokens; ++t) {
-                    const int8_t* qt = q + t * k + 8 * j;
-                    int32_t a, c;
-                    memcpy(&a, qt, 4);
-                    memcpy(&c, qt + 4, 4);
+                    int32_t a, c, af, cf;
+                    memcpy(&a, q + t * k + 8 * j, 4);
+                    memcpy(&c, q + t * k + 8 * j + 4, 4);
+                    memcpy(&af, ql + t * k + 8 * j, 4);
+                    memcpy(&cf, ql + t * k + 8 * j + 4, 4);
                     dot[t] = _mm512_dpbusd_epi32(dot[t], first, _mm512_set1_epi32(a));
                     dot[t] = _mm512_dpbusd_epi32(dot[t], second, _mm512_set1_epi32(c));
+                    dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], first, _mm512_set1_epi32(af));
+                    dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], second, _mm512_set1_epi32(cf));
                 }
             }
         } else {
+            const int8_t* ql = qlo + b * kBlock;
             for (int j = 0; j < 8; ++j) {
                 __m512i w = _mm512_loadu_si512(weights);
                 weights += 64;
                 for (int t = 0; t < Tokens; ++t) {
-                    int32_t a;
+                    int32_t a, af;
                     memcpy(&a, q + t * k + 4 * j, 4);
+                    memcpy(&af, ql + t * k + 4 * j, 4);
                     dot[t] = _mm512_dpbusd_epi32(dot[t], w, _mm512_set1_epi32(a));
+                    dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], w, _mm512_set1_epi32(af));
                 }
             }
         }
@@ -76,7 +91,9 @@ void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64
         scales += 2 * kTile;
         for (int t = 0; t < Tokens; ++t) {
             __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(dx[t * blocks + b]));
-            total[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), scale, total[t]);
+            __m512 products = _mm512_cvtepi32_ps(dot[t]);
+            products = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_fine[t]), fine, products);
+            total[t] = _mm512_fmadd_ps(products, scale, total[t]);
             total[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sums[t * blocks + b]), total[t]);
         }
     }
@@ -91,63 +108,76 @@ void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64
 }
 
 template <int Bits>
-void gemm(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int8_t* qx,
-          const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
+void tiles_pass(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int8_t* qx,
+                const int8_t* qlo, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16, int64_t first,
+                int64_t last) {
     const int blocks = static_cast<int>(k / kBlock);
     const int64_t tile_bytes = static_cast<int64_t>(blocks) * kTile * kBlock * Bits / 8;
     const int64_t tile_scales = static_cast<int64_t>(blocks) * 2 * kTile;
-    for (int64_t tile = 0; tile < n / kTile; ++tile) {
+    for (int64_t tile = first; tile < last; ++tile) {
         const uint8_t* w = weights + tile * tile_bytes;
         const uint16_t* s = scales + tile * tile_scales;
         for (int64_t t0 = 0; t0 < tokens; t0 += kMaxTokens) {
             const int64_t count = tokens - t0 < kMaxTokens ? tokens - t0 : kMaxTokens;
             const int8_t* q = qx + t0 * k;
+            const int8_t* ql = qlo + t0 * k;
             const float* d = dx + t0 * blocks;
             const float* sm = sums + t0 * blocks;
             void* o = out_bf16 ? static_cast<void*>(static_cast<uint16_t*>(out) + t0 * n)
                                : static_cast<void*>(static_cast<float*>(out) + t0 * n);
             const int64_t row = tile * kTile;
             switch (count) {
-                case 1: tile_pass<Bits, 1>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
-                case 2: tile_pass<Bits, 2>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
-                case 3: tile_pass<Bits, 3>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
-                case 4: tile_pass<Bits, 4>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
-                case 5: tile_pass<Bits, 5>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
-                case 6: tile_pass<Bits, 6>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
-                case 7: tile_pass<Bits, 7>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
-                default: tile_pass<Bits, 8>(w, s, blocks, k, q, d, sm, o, out_bf16, n, row); break;
+                case 1: tile_pass<Bits, 1>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 2: tile_pass<Bits, 2>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 3: tile_pass<Bits, 3>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 4: tile_pass<Bits, 4>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 5: tile_pass<Bits, 5>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 6: tile_pass<Bits, 6>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 7: tile_pass<Bits, 7>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                default: tile_pass<Bits, 8>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
             }
         }
     }
 }
 
-// x [tokens, k] (bfloat16 if x_bf16, else float32) -> qx [tokens, k] int8, dx and sums [tokens, k / 32].
-void quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, float* dx, float* sums) {
+// Output tiles split over the pool's threads: each reads its share of the weights once for all tokens.
+template <int Bits>
+void gemm(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int8_t* qx,
+          const int8_t* qlo, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
+    const int64_t tiles = n / kTile;
+    const int64_t grain = tiles / (8 * pool::threads()) > 1 ? tiles / (8 * pool::threads()) : 1;
+    pool::parallel_for(tiles, grain, [&](int64_t first, int64_t last) {
+        tiles_pass<Bits>(weights, scales, n, k, qx, qlo, dx, sums, tokens, out, out_bf16, first, last);
+    });
+}
+
+// x [tokens, k] (bfloat16 if x_bf16, else float32) -> qx [tokens, k] int8, dx and sums [tokens, k / 32];
+// qfine: each value's rounding error in int8 steps of 1 / kFine (see kFine).
+void quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, int8_t* qfine, float* dx,
+              float* sums) {
     const int64_t blocks = k / kBlock;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
+    const __m512 sign = _mm512_set1_ps(-0.0f), steps = _mm512_set1_ps(kFine);
     for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t at = t * k + b * kBlock;
             __m512 lo = load(x, x_bf16, at), hi = load(x, x_bf16, at + 16);
             float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, lo), _mm512_andnot_ps(sign, hi)));
             float d = amax / 127.0f, inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
-            __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, _mm512_set1_ps(inverse)));
-            __m512i qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, _mm512_set1_ps(inverse)));
+            __m512 rlo = _mm512_mul_ps(lo, _mm512_set1_ps(inverse)), rhi = _mm512_mul_ps(hi, _mm512_set1_ps(inverse));
+            __m512i qlo = _mm512_cvtps_epi32(rlo), qhi = _mm512_cvtps_epi32(rhi);
             _mm_storeu_si128(reinterpret_cast<__m128i*>(qx + at), _mm512_cvtsepi32_epi8(qlo));
             _mm_storeu_si128(reinterpret_cast<__m128i*>(qx + at + 16), _mm512_cvtsepi32_epi8(qhi));
+            float sum = static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi)));
+            {
+                __m512i flo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(rlo, _mm512_cvtepi32_ps(qlo)), steps));
+                __m512i fhi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(rhi, _mm512_cvtepi32_ps(qhi)), steps));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(qfine + at), _mm512_cvtsepi32_epi8(flo));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(qfine + at + 16), _mm512_cvtsepi32_epi8(fhi));
+                sum += static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(flo, fhi))) / kFine;
+            }
             dx[t * blocks + b] = d;
-            sums[t * blocks + b] = d * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi)));
+            sums[t * blocks + b] = d * sum;
         }
-    }
-}
-
-// out [tokens, n] (bfloat16 if out_bf16, else float32) = x @ W^T, x given as quantize's output.
-void multiply(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k,
-              const int8_t* qx, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
-    if (bits == 4) {
-        gemm<4>(weights, scales, n, k, qx, dx, sums, tokens, out, out_bf16);
-    } else {
-        gemm<8>(weights, scales, n, k, qx, dx, sums, tokens, out, out_bf16);
     }
 }
 
@@ -158,13 +188,19 @@ extern "C" {
 // quantize then multiply in one call, the quantised activations in per-thread scratch.
 void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16) {
-    thread_local std::vector<int8_t> qx;
+    thread_local std::vector<int8_t> qx, qfine;
     thread_local std::vector<float> dx, sums;
     qx.resize(tokens * k);
+    qfine.resize(tokens * k);
     dx.resize(tokens * k / kBlock);
     sums.resize(tokens * k / kBlock);
-    quantize(x, x_bf16, tokens, k, qx.data(), dx.data(), sums.data());
-    multiply(bits, weights, scales, n, k, qx.data(), dx.data(), sums.data(), tokens, out, out_bf16);
+    int8_t* fine = qfine.data();
+    quantize(x, x_bf16, tokens, k, qx.data(), fine, dx.data(), sums.data());
+    if (bits == 4) {
+        gemm<4>(weights, scales, n, k, qx.data(), fine, dx.data(), sums.data(), tokens, out, out_bf16);
+    } else {
+        gemm<8>(weights, scales, n, k, qx.data(), fine, dx.data(), sums.data(), tokens, out, out_bf16);
+    }
 }
 
 }  // extern "C"

@@ -8,6 +8,7 @@
 // caller checks the CPU flag (native/__init__.py) before calling.
 
 #include "kernels.h"
+#include "pool.h"
 #include "simd.h"
 
 namespace {
@@ -23,8 +24,9 @@ inline uint16_t round_bf16(float value) {
 
 template <int Tokens>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void rows_pass(const uint16_t* weights, int64_t n, int64_t k,
-                                                                        const uint16_t* x, void* out, int out_bf16) {
-    for (int64_t row = 0; row < n; ++row) {
+                                                                        const uint16_t* x, void* out, int out_bf16,
+                                                                        int64_t first, int64_t last) {
+    for (int64_t row = first; row < last; ++row) {
         const uint16_t* w = weights + row * k;
         __m512 acc[Tokens];
         for (int t = 0; t < Tokens; ++t) acc[t] = _mm512_setzero_ps();
@@ -54,22 +56,26 @@ extern "C" {
 // (out_bf16) or float32.
 void dense_bf16_linear(const uint16_t* weights, int64_t n, int64_t k, const uint16_t* x, int64_t tokens, void* out,
                        int out_bf16) {
-    for (int64_t t0 = 0; t0 < tokens; t0 += kMaxTokens) {
-        const int64_t count = tokens - t0 < kMaxTokens ? tokens - t0 : kMaxTokens;
-        const uint16_t* xs = x + t0 * k;
-        void* o = out_bf16 ? static_cast<void*>(static_cast<uint16_t*>(out) + t0 * n)
-                           : static_cast<void*>(static_cast<float*>(out) + t0 * n);
-        switch (count) {
-            case 1: rows_pass<1>(weights, n, k, xs, o, out_bf16); break;
-            case 2: rows_pass<2>(weights, n, k, xs, o, out_bf16); break;
-            case 3: rows_pass<3>(weights, n, k, xs, o, out_bf16); break;
-            case 4: rows_pass<4>(weights, n, k, xs, o, out_bf16); break;
-            case 5: rows_pass<5>(weights, n, k, xs, o, out_bf16); break;
-            case 6: rows_pass<6>(weights, n, k, xs, o, out_bf16); break;
-            case 7: rows_pass<7>(weights, n, k, xs, o, out_bf16); break;
-            default: rows_pass<8>(weights, n, k, xs, o, out_bf16); break;
+    // Output rows split over the kernels' thread pool (pool.h), all tokens per share of the weights.
+    const int64_t grain = n / (8 * pool::threads()) > 16 ? n / (8 * pool::threads()) : 16;
+    pool::parallel_for(n, grain, [&](int64_t first, int64_t last) {
+        for (int64_t t0 = 0; t0 < tokens; t0 += kMaxTokens) {
+            const int64_t count = tokens - t0 < kMaxTokens ? tokens - t0 : kMaxTokens;
+            const uint16_t* xs = x + t0 * k;
+            void* o = out_bf16 ? static_cast<void*>(static_cast<uint16_t*>(out) + t0 * n)
+                               : static_cast<void*>(static_cast<float*>(out) + t0 * n);
+            switch (count) {
+                case 1: rows_pass<1>(weights, n, k, xs, o, out_bf16, first, last); break;
+                case 2: rows_pass<2>(weights, n, k, xs, o, out_bf16, first, last); break;
+                case 3: rows_pass<3>(weights, n, k, xs, o, out_bf16, first, last); break;
+                case 4: rows_pass<4>(weights, n, k, xs, o, out_bf16, first, last); break;
+                case 5: rows_pass<5>(weights, n, k, xs, o, out_bf16, first, last); break;
+                case 6: rows_pass<6>(weights, n, k, xs, o, out_bf16, first, last); break;
+                case 7: rows_pass<7>(weights, n, k, xs, o, out_bf16, first, last); break;
+                default: rows_pass<8>(weights, n, k, xs, o, out_bf16, first, last); break;
+            }
         }
-    }
+    });
 }
 
 }  // extern "C"

@@ -4,6 +4,8 @@
 #include <stdint.h>
 
 extern "C" {
+void native_set_threads(int threads);
+int native_threads();
 void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16);
 void kquant_linear(const uint8_t* weights, const int64_t* tiles, int64_t n, int64_t k, const void* x, int x_bf16,
