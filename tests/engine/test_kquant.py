@@ -146,6 +146,8 @@ def test_block32_files_run_exactly_on_the_block_kernel(ggml_type: int) -> None:
     layer = BlockQLinear(nn.Linear(96, 32, bias=False), bits, dense=False, blocks=blocks)
     x = torch.randn(4, 96, generator=torch.Generator().manual_seed(1))
     weight = torch.from_numpy(reference(raw, ggml_type)).double()
-    expected = q8_0(x).double() @ weight.T
-    # the block kernel's offset term uses the quantised activations' sum, so it is exact up to float noise
-    torch.testing.assert_close(layer(x).double(), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+    expected = x.double() @ weight.T
+    # the block kernel takes activations in two int8 parts per block (~15 bits, blockq.cpp's kFine), so it
+    # is within 0.1% of the exact product, where q8_0 activations alone are ~1% off
+    torch.testing.assert_close(layer(x).double(), expected, rtol=0, atol=1e-3 * expected.abs().max().item())
+    assert (q8_0(x).double() @ weight.T - expected).abs().max() > (layer(x).double() - expected).abs().max()
