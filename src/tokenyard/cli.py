@@ -140,6 +140,7 @@ def _one_gpu_only(_ctx: click.Context, param: click.Parameter, value: int | None
 @click.option("--kv-cache-memory", type=click.FloatRange(0, min_open=True), help="GiB for the KV cache.")
 @click.option("--enforce-eager", is_flag=True, default=None, help="CUDA: decode without CUDA graphs.")
 @click.option("--heartbeat-interval", type=click.FloatRange(0, min_open=True), help="Seconds.  [default: 2]")
+@click.option("--tenant", "tenants", multiple=True, help="Serve only this tenant (repeatable); default: every tenant.")
 def worker(
     config_file: str | None,
     model_names: tuple[str, ...],

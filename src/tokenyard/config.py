@@ -98,6 +98,9 @@ class WorkerConfig(_Section):
     )
     enforce_eager: bool = Field(default=False, description="CUDA: run decode steps eagerly, without CUDA graphs")
     heartbeat_interval: float = Field(default=2.0, gt=0, description="seconds")
+    tenants: list[str] = Field(
+        default_factory=list, description="serve only these tenants' requests; empty: shared by every tenant"
+    )
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds to finish work on SIGTERM")
     max_queue_length: int = Field(default=256, ge=1, description="requests beyond this are refused (429)")
     stuck_timeout: float = Field(

@@ -50,7 +50,9 @@ async def test_register_then_models_then_dispatch(client: httpx.AsyncClient, mak
     await _register(client, make_status, "w1", models=["chat"], address="http://h:21002", context_length=4096)
 
     models = (await client.get("/models")).json()
-    assert models == {"models": [{"name": "chat", "kind": "generate", "context_length": 4096, "num_workers": 1}]}
+    assert models == {
+        "models": [{"name": "chat", "kind": "generate", "context_length": 4096, "num_workers": 1, "tenants": None}]
+    }
 
     response = await client.post("/dispatch", json={"model": "chat"})
     assert response.status_code == 200
@@ -59,6 +61,7 @@ async def test_register_then_models_then_dispatch(client: httpx.AsyncClient, mak
         "address": "http://h:21002",
         "kind": "generate",
         "context_length": 4096,
+        "tenants": [],
     }
 
 

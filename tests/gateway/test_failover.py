@@ -26,7 +26,9 @@ class FakeRouter:
         self.reported: list[str] = []
         self.excludes: list[list[str]] = []
 
-    async def dispatch(self, model: str, exclude: list[str] | None = None) -> DispatchResponse:
+    async def dispatch(
+        self, model: str, exclude: list[str] | None = None, tenant: str | None = None
+    ) -> DispatchResponse:
         self.excludes.append(list(exclude or []))
         if model != "m":
             raise ModelNotFoundError(model)

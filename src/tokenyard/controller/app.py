@@ -131,7 +131,7 @@ def _warming_up(request: Request) -> bool:
 async def dispatch_route(body: DispatchRequest, request: Request) -> DispatchResponse:
     policy: Policy = request.app.state.policy
     try:
-        return dispatch(_swept_registry(request), policy, body.model, body.exclude)
+        return dispatch(_swept_registry(request), policy, body.model, body.exclude, body.tenant)
     except (ModelNotFoundError, NoHealthyWorkerError):
         if not _warming_up(request):
             raise

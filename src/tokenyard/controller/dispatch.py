@@ -72,16 +72,27 @@ def make_policy(policy: DispatchPolicy, rng: random.Random | None = None) -> Pol
     return Lottery(rng)
 
 
-def dispatch(registry: WorkerRegistry, policy: Policy, model: str, exclude: Collection[str] = ()) -> DispatchResponse:
+def dispatch(
+    registry: WorkerRegistry,
+    policy: Policy,
+    model: str,
+    exclude: Collection[str] = (),
+    tenant: str | None = None,
+) -> DispatchResponse:
     """Pick a healthy worker for `model` and count the request against it until its next report.
 
-    `exclude` names workers that already failed this request (a retry goes elsewhere). Raises
-    ModelNotFoundError when no worker serves (or recently served) the model, and
-    NoHealthyWorkerError when workers exist but none is healthy and untried.
+    `exclude` names workers that already failed this request (a retry goes elsewhere). Only shared
+    workers and `tenant`'s own are eligible: another tenant's worker is never chosen, however idle.
+    Raises ModelNotFoundError when no worker serves (or recently served) the model, or only other
+    tenants' workers do (it does not exist for this tenant), and NoHealthyWorkerError when eligible
+    workers exist but none is healthy and untried.
     """
-    candidates = [entry for entry in registry.candidates(model) if entry.worker_id not in exclude]
+    candidates = [
+        entry for entry in registry.candidates(model) if entry.worker_id not in exclude and entry.route().serves(tenant)
+    ]
     if not candidates:
-        if not registry.knows_model(model):
+        serving = registry.serving(model)
+        if not registry.knows_model(model) or (serving and not any(e.route().serves(tenant) for e in serving)):
             raise ModelNotFoundError(model)
         raise NoHealthyWorkerError(_no_healthy_message(registry, model))
     chosen = policy.choose(model, candidates)

@@ -65,6 +65,7 @@ class WorkerEntry:
             address=self.status.address,
             kind=self.status.kind,
             context_length=self.status.context_length,
+            tenants=self.status.tenants,
         )
 
     def info(self, now: float) -> WorkerInfo:
@@ -201,6 +202,7 @@ class WorkerRegistry:
                 # The smallest context is the one every worker of this alias can honour.
                 context_length=min(entry.status.context_length for entry in entries),
                 num_workers=len(entries),
+                tenants=_tenants_reaching(entries),
             )
             for model, entries in self._healthy_by_model().items()
         ]
@@ -224,6 +226,13 @@ class WorkerRegistry:
 
     def _sorted_entries(self) -> list[WorkerEntry]:
         return sorted(self._entries.values(), key=lambda entry: entry.worker_id)
+
+
+def _tenants_reaching(entries: list[WorkerEntry]) -> list[str] | None:
+    """Who can reach a model: None (everyone) if a shared worker serves it, else its workers' tenants."""
+    if any(not entry.status.tenants for entry in entries):
+        return None
+    return sorted({tenant for entry in entries for tenant in entry.status.tenants})
 
 
 def _log_report(previous: WorkerEntry | None, status: WorkerStatus) -> None:

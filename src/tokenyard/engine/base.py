@@ -39,6 +39,7 @@ class SamplingParams:
     logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's plus k alternatives
     prompt_logprobs: int | None = None  # the same for every prompt token after the first (costs the prefix cache)
     guide: Guide | None = None  # constrained decoding: the output must match this schema or grammar
+    cache_salt: str | None = None  # prefix-cache partition (the tenant): equal prompts share blocks only within it
 
     @property
     def is_greedy(self) -> bool:

@@ -27,6 +27,12 @@ def block_hash(parent: int | None, tokens: Seq[int]) -> int:
     return hash((parent, tuple(tokens)))
 
 
+def salt_hash(salt: str | None) -> int | None:
+    """The parent hash of a sequence's first block: its cache salt (the tenant), as vLLM's cache_salt,
+    so that two tenants' identical prompts never share cached blocks (nor learn of each other's)."""
+    return None if salt is None else hash(("cache_salt", salt))
+
+
 @dataclass
 class Block:
     """One block of KV slots: who uses it and, once full and computed, which prefix it caches."""
@@ -97,7 +103,7 @@ class BlockManager:
         """(hash, tokens) for each full block among the first `limit` tokens of `seq`, from block `first`."""
         if limit < (first + 1) * self.block_size:  # no new full block: the common decode step costs nothing
             return []
-        parent = self.blocks[seq.block_table[first - 1]].hash if first else None
+        parent = self.blocks[seq.block_table[first - 1]].hash if first else salt_hash(seq.params.cache_salt)
         hashes, tokens = [], seq.all_token_ids
         for start in range(first * self.block_size, limit - self.block_size + 1, self.block_size):
             chunk = tuple(tokens[start : start + self.block_size])

@@ -62,7 +62,7 @@ def register_routes(app: FastAPI) -> None:
         cards = [
             ModelCard(id=m.name, kind=m.kind.value, max_model_len=m.context_length)
             for m in models
-            if principal.may_use(m.name)
+            if principal.may_use(m.name) and m.reachable_by(principal.tenant)
         ]
         return ModelCardList(data=cards)
 

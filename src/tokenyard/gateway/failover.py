@@ -45,6 +45,7 @@ async def with_failover(
     attempt: Callable[[DispatchResponse], Awaitable[T]],
     max_attempts: int,
     exclude: list[str] | None = None,
+    tenant: str | None = None,
 ) -> T:
     """Run `attempt` on a dispatched worker, moving to another worker on a retryable failure.
 
@@ -54,7 +55,7 @@ async def with_failover(
     tried: list[str] = list(exclude or [])
     for _ in range(max_attempts):
         try:
-            target = await router.dispatch(model, exclude=tried)
+            target = await router.dispatch(model, exclude=tried, tenant=tenant)
         except NoHealthyWorkerError:
             if failures:
                 raise _final_error(failures, model) from None

@@ -158,14 +158,23 @@ class GenerationService:
     async def open(self, model: str, requests: list[GenerateRequest]) -> list[ResumingStream]:
         """Open every choice's stream on one worker, trying another worker if that one fails."""
         opened = await with_failover(
-            self.router, model, lambda target: self._open_on(target, requests), self.max_attempts
+            self.router,
+            model,
+            lambda target: self._open_on(target, requests),
+            self.max_attempts,
+            tenant=requests[0].tenant,
         )
         return [ResumingStream(self, model, request, stream) for request, stream in zip(requests, opened, strict=True)]
 
     async def reopen(self, model: str, request: GenerateRequest, exclude: list[str]) -> GenerationStream:
         """One request again, on a worker not in `exclude` (used to resume a broken stream)."""
         streams = await with_failover(
-            self.router, model, lambda target: self._open_on(target, [request]), self.max_attempts, exclude
+            self.router,
+            model,
+            lambda target: self._open_on(target, [request]),
+            self.max_attempts,
+            exclude,
+            request.tenant,
         )
         return streams[0]
 

@@ -40,3 +40,10 @@ def require_model(request: Request, model: str) -> Principal:
     if not principal.may_use(model):
         raise ModelNotFoundError(model)
     return principal
+
+
+def tenant_of(state: object) -> str | None:
+    """The tenant of the request whose `request.state` this is (None outside the middleware chain:
+    unit tests of the serving code)."""
+    principal = getattr(state, "principal", None)
+    return principal.tenant if isinstance(principal, Principal) else None

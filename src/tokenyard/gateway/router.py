@@ -37,18 +37,20 @@ class Router:
         self._turn = itertools.count()
         self._background: set[asyncio.Task[None]] = set()
 
-    async def dispatch(self, model: str, exclude: list[str] | None = None) -> DispatchResponse:
-        """The worker to send this request to; raises 404/503 errors the controller reports."""
-        body = DispatchRequest(model=model, exclude=exclude or [])
+    async def dispatch(
+        self, model: str, exclude: list[str] | None = None, tenant: str | None = None
+    ) -> DispatchResponse:
+        """The worker to send `tenant`'s request to; raises 404/503 errors the controller reports."""
+        body = DispatchRequest(model=model, exclude=exclude or [], tenant=tenant)
         try:
             response = await self._client.post(f"{self._url}/dispatch", content=body.model_dump_json(), timeout=5.0)
         except httpx.TransportError as exc:
             logger.warning("controller unreachable (%s); using the last known routes", exc)
-            return self._from_cached_routes(model, body.exclude)
+            return self._from_cached_routes(model, body.exclude, tenant)
         if response.status_code != 200:
             error = error_from_body(response.status_code, _json_or_none(response))
             if error.code == ErrorCode.REGISTRY_WARMING_UP.value and self._knows(model):
-                return self._from_cached_routes(model, body.exclude)
+                return self._from_cached_routes(model, body.exclude, tenant)
             raise error
         return DispatchResponse.model_validate_json(response.content)
 
@@ -108,10 +110,10 @@ class Router:
     def _knows(self, model: str) -> bool:
         return any(route.model == model and route.workers for route in self._routes.routes)
 
-    def _from_cached_routes(self, model: str, exclude: list[str]) -> DispatchResponse:
+    def _from_cached_routes(self, model: str, exclude: list[str], tenant: str | None) -> DispatchResponse:
         for route in self._routes.routes:
             if route.model == model:
-                workers = [w for w in route.workers if w.worker_id not in exclude]
+                workers = [w for w in route.workers if w.worker_id not in exclude and w.serves(tenant)]
                 if not workers:
                     break
                 return workers[next(self._turn) % len(workers)]

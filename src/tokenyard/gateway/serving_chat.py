@@ -21,6 +21,7 @@ from tokenyard.gateway.generation import (
 )
 from tokenyard.gateway.logprobs import chat_logprobs
 from tokenyard.gateway.outcome import RequestTracker, tracker_of
+from tokenyard.gateway.principal import tenant_of
 from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
 from tokenyard.gateway.structured import ToolPlan, plan_request, worker_messages
 from tokenyard.gateway.tool_output import ToolCallStream, tool_message, without_nulls
@@ -58,7 +59,7 @@ class ChatServing:
         logprobs = requested_logprobs(body)  # refuses top_logprobs without logprobs before anything runs
         plan = plan_request(body)  # response_format and tools: refused here if inconsistent
         completion_id = new_request_id("chatcmpl")
-        requests = self._worker_requests(body, completion_id, plan, logprobs)
+        requests = self._worker_requests(body, completion_id, plan, logprobs, tenant_of(raw.state))
         tracker = tracker_of(raw.state)
         tracker.begin(body.model, body, stream=body.stream)
         if body.stream:
@@ -94,7 +95,7 @@ class ChatServing:
 
     @staticmethod
     def _worker_requests(
-        body: ChatCompletionRequest, completion_id: str, plan: ToolPlan, logprobs: int | None
+        body: ChatCompletionRequest, completion_id: str, plan: ToolPlan, logprobs: int | None, tenant: str | None
     ) -> list[GenerateRequest]:
         messages = worker_messages(body)
         max_tokens = body.max_completion_tokens or body.max_tokens
@@ -107,6 +108,7 @@ class ChatServing:
                 tools=plan.prompt_tools,
                 sampling=sampling_options(body, max_tokens, choice, logprobs=logprobs, guide=plan.guide),
                 max_tokens_param=param,
+                tenant=tenant,
             )
             for choice in range(body.n)
         ]

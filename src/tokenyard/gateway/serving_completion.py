@@ -26,6 +26,7 @@ from tokenyard.gateway.generation import (
 )
 from tokenyard.gateway.logprobs import TextOffsets, completion_logprobs
 from tokenyard.gateway.outcome import RequestTracker, tracker_of
+from tokenyard.gateway.principal import tenant_of
 from tokenyard.gateway.streaming import SSE_DONE, cancel_on_disconnect, sse, sse_error
 from tokenyard.protocol.internal import GenerateChunk, GenerateRequest, SamplingOptions
 from tokenyard.protocol.openai import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse
@@ -125,6 +126,7 @@ class CompletionServing:
                 prompt_token_ids=prompt if isinstance(prompt, list) else None,
                 sampling=completion_sampling(body, c, ranked=candidates > body.n),
                 echo=body.echo,
+                tenant=tenant_of(raw.state),
             )
             for p, prompt in enumerate(prompts)
             for c in range(candidates)

@@ -12,6 +12,7 @@ from tokenyard.errors import InvalidRequestError
 from tokenyard.gateway.failover import with_failover
 from tokenyard.gateway.generation import new_request_id
 from tokenyard.gateway.outcome import tracker_of
+from tokenyard.gateway.principal import tenant_of
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.worker_client import WorkerClient
 from tokenyard.protocol.internal import DispatchResponse, EmbedRequest, EmbedResponse
@@ -55,6 +56,7 @@ class EmbeddingServing:
 
     async def create(self, body: EmbeddingRequest, raw: Request | None = None) -> JSONResponse:
         request = worker_request(body)
+        request.tenant = tenant_of(raw.state) if raw is not None else None
         tracker = tracker_of(raw.state if raw is not None else None)
         tracker.begin(body.model, body)
 
@@ -62,7 +64,7 @@ class EmbeddingServing:
             tracker.worker = target.worker_id
             return await self.workers.embed(target.address, request)
 
-        result = await with_failover(self.router, body.model, embed, self.max_attempts)
+        result = await with_failover(self.router, body.model, embed, self.max_attempts, tenant=request.tenant)
         tracker.set_usage(result.prompt_tokens, 0, 0)
         encode = to_base64 if body.encoding_format == "base64" else (lambda v: v)
         response = EmbeddingResponse(

@@ -52,6 +52,7 @@ class WorkerStatus(BaseModel):
     speed: float = Field(default=1.0, gt=0, description="relative throughput; dispatch weighs queues by it")
     heartbeat_interval: float = Field(default=2.0, gt=0)
     engine: str = Field(default="", description="how the model runs, e.g. 'int4 on cpu, max batch 64'")
+    tenants: list[str] = Field(default_factory=list, description="serve only these tenants; empty: shared by all")
 
 
 class HeartbeatResponse(BaseModel):
@@ -65,6 +66,7 @@ class UnregisterRequest(BaseModel):
 class DispatchRequest(BaseModel):
     model: str
     exclude: list[str] = Field(default_factory=list, description="worker ids that already failed this request")
+    tenant: str | None = Field(default=None, description="only shared workers and this tenant's own are eligible")
 
 
 class FailureReport(BaseModel):
@@ -83,6 +85,11 @@ class DispatchResponse(BaseModel):
     address: str
     kind: ModelKind
     context_length: int
+    tenants: list[str] = Field(default_factory=list, description="the worker's tenants; empty: shared")
+
+    def serves(self, tenant: str | None) -> bool:
+        """Whether a request of `tenant` may go to this worker (a shared one, or the tenant's own)."""
+        return not self.tenants or tenant in self.tenants
 
 
 class WorkerInfo(WorkerStatus):
@@ -100,6 +107,10 @@ class ModelInfo(BaseModel):
     kind: ModelKind
     context_length: int
     num_workers: int
+    tenants: list[str] | None = Field(default=None, description="tenants whose workers serve it; None: shared")
+
+    def reachable_by(self, tenant: str | None) -> bool:
+        return self.tenants is None or tenant in self.tenants
 
 
 class ModelList(BaseModel):
@@ -208,6 +219,7 @@ class GenerateRequest(BaseModel):
     resume: ResumeState | None = None
     tools: list[FunctionTool] | None = Field(default=None, description="functions to describe in the prompt")
     echo: bool = Field(default=False, description="the first chunk carries the prompt's text (`prompt_text`)")
+    tenant: str | None = Field(default=None, description="who asks: the worker's tenant check and cache salt")
 
 
 FinishReason = Literal["stop", "length"]
@@ -264,6 +276,7 @@ class AbortRequest(BaseModel):
 class EmbedRequest(BaseModel):
     request_id: str
     model: str
+    tenant: str | None = Field(default=None, description="who asks: checked against the worker's tenants")
     texts: list[str] | None = None
     token_ids: list[list[int]] | None = None
     dimensions: int | None = Field(default=None, ge=1, description="must equal the model's when set")

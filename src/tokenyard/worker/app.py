@@ -79,6 +79,7 @@ class WorkerRuntime:
             speed=max(stats.tokens_per_second, 1.0),
             heartbeat_interval=self.config.heartbeat_interval,
             engine=self.engine_summary,
+            tenants=self.config.tenants,
         )
 
     def _state(self, stats: EngineStats, queue: int) -> tuple[WorkerState, str]:
@@ -92,8 +93,9 @@ class WorkerRuntime:
             )
         return WorkerState.HEALTHY, ""
 
-    def check_accepting(self, model: str) -> None:
-        if model not in self.model_names:
+    def check_accepting(self, model: str, tenant: str | None = None) -> None:
+        # A worker bound to tenants serves no one else, even if a request were misdirected to it.
+        if model not in self.model_names or (self.config.tenants and tenant not in self.config.tenants):
             raise ModelNotFoundError(model)
         if self.draining:
             raise NoHealthyWorkerError("This worker is draining and takes no new requests.")
@@ -196,7 +198,7 @@ def register_routes(app: FastAPI) -> None:
     @app.post("/generate")
     async def generate(body: GenerateRequest, request: Request) -> StreamingResponse:
         runtime: WorkerRuntime = request.app.state.worker
-        runtime.check_accepting(body.model)
+        runtime.check_accepting(body.model, body.tenant)
         engine = runtime.generation_engine()
         prepared = prepare(body, engine.tokenizer, engine.context_length)
         outputs = EngineOutputs(engine.generate(body.request_id, prepared.prompt_token_ids, prepared.params))
@@ -222,7 +224,7 @@ def register_routes(app: FastAPI) -> None:
     @app.post("/embed")
     async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
         runtime: WorkerRuntime = request.app.state.worker
-        runtime.check_accepting(body.model)
+        runtime.check_accepting(body.model, body.tenant)
         engine = runtime.embedding_engine()
         if body.dimensions is not None and body.dimensions != engine.dimensions:
             raise InvalidRequestError(

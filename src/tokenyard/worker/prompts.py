@@ -68,6 +68,7 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
         # A resumed stream's client already has the prompt's echo and logprobs from the first worker.
         prompt_logprobs=None if resumed else options.prompt_logprobs,
         guide=_guide(options.guide, resumed),
+        cache_salt=request.tenant,
     )
     if not resumed:
         echoed = _prompt_text(request, tokenizer, prompt_ids) if request.echo else None
