@@ -39,16 +39,16 @@ def test_allocate_and_deallocate_count_blocks() -> None:
     assert manager.num_free_blocks == 4 and s.block_table == []
 
 
-def test_append_slot_takes_a_block_only_at_a_boundary() -> None:
+def test_a_decode_takes_a_block_only_at_a_boundary() -> None:
     manager = BlockManager(num_blocks=3, block_size=4)
     s = computed(manager, seq(range(4)))
     assert len(s.block_table) == 1
     s.output_token_ids.append(7)
-    assert manager.can_append_slot(s)
-    manager.append_slot(s)
+    assert manager.can_allocate(s, s.num_tokens)
+    manager.allocate(s, s.num_tokens)
     assert len(s.block_table) == 2
     s.output_token_ids.append(8)
-    manager.append_slot(s)
+    manager.allocate(s, s.num_tokens)
     assert len(s.block_table) == 2
 
 

@@ -10,10 +10,19 @@ from tokenyard.engine.sampling import (
     apply_top_p,
     logits_to_probs,
     make_generator,
-    sample_next_token,
 )
 
 CPU = torch.device("cpu")
+
+
+def sample_next_token(
+    logits: torch.Tensor, generator: torch.Generator, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> int:
+    """One token drawn as the engine draws a row (`sample_batch`): greedy at 0, else from the filtered probs."""
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = logits_to_probs(logits, temperature, top_k, top_p)
+    return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
 
 
 def random_logits(seed: int = 0, vocab: int = 1000) -> torch.Tensor:

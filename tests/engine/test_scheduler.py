@@ -160,6 +160,18 @@ def test_identical_prompts_share_the_prefill_of_the_first() -> None:
     assert follower.block_table[:2] == leader.block_table[:2]
 
 
+def test_abort_during_a_step_frees_blocks_only_when_the_step_ends() -> None:
+    scheduler = make()
+    s = seq(9, "a", max_tokens=50)
+    scheduler.add(s)
+    plan = scheduler.schedule()
+    scheduler.abort(s)  # the forward of `plan` may still write its blocks
+    assert not scheduler.has_work() and scheduler.stats().num_running == 0
+    assert scheduler.stats().kv_blocks_free == 61  # 9 tokens in blocks of 4
+    assert scheduler.update(plan, [5]) == []  # nothing delivered for it; the step is over
+    assert scheduler.stats().kv_blocks_free == 64
+
+
 def test_abort_frees_blocks() -> None:
     scheduler = make()
     s = seq(9, "a", max_tokens=50)

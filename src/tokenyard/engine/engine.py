@@ -63,9 +63,6 @@ class BatchingGenerationEngine:
         self._guides = GuideCompiler(tokenizer.hf_tokenizer, vocab_size=runner.vocab_size, eos_token_ids=eos_token_ids)
         self._cond = threading.Condition()
         self._requests: dict[str, _Request] = {}
-        self._by_seq: dict[int, _Request] = {}
-        self._in_step: set[int] = set()  # ids of sequences in the step now running
-        self._deferred_aborts: list[Sequence] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._tokens_per_second = 0.0
@@ -111,22 +108,21 @@ class BatchingGenerationEngine:
 
     def stats(self) -> EngineStats:
         with self._cond:
-            scheduler, manager = self._scheduler, self._scheduler.block_manager
-            running, waiting = len(scheduler.running), len(scheduler.waiting)
-            idle_for = time.monotonic() - self._last_progress if running or waiting else 0.0
+            counts = self._scheduler.stats()
+            busy = counts.num_running or counts.num_waiting
             return EngineStats(
-                num_running=running,
-                num_waiting=waiting,
+                num_running=counts.num_running,
+                num_waiting=counts.num_waiting,
                 tokens_per_second=self._tokens_per_second,
-                seconds_since_progress=idle_for,
+                seconds_since_progress=time.monotonic() - self._last_progress if busy else 0.0,
                 extra={
                     "tokens_generated": float(self._tokens_generated),
-                    "kv_blocks_free": float(manager.num_free_blocks),
-                    "kv_blocks_total": float(manager.num_blocks),
-                    "prefix_cache_hit_rate": manager.hit_rate(),
-                    "preemptions": float(scheduler.num_preemptions),
-                    "prompt_tokens_computed": float(scheduler.num_prompt_tokens_computed),
-                    "prompt_tokens_cached": float(scheduler.num_prompt_tokens_cached),
+                    "kv_blocks_free": float(counts.kv_blocks_free),
+                    "kv_blocks_total": float(counts.kv_blocks_total),
+                    "prefix_cache_hit_rate": counts.prefix_cache_hit_rate,
+                    "preemptions": float(counts.num_preemptions),
+                    "prompt_tokens_computed": float(counts.prompt_tokens_computed),
+                    "prompt_tokens_cached": float(counts.prompt_tokens_cached),
                 },
             )
 
@@ -155,7 +151,6 @@ class BatchingGenerationEngine:
                 self._last_progress = time.monotonic()
             self._scheduler.add(sequence)  # raises OverloadedError when the queue is full
             self._requests[request_id] = request
-            self._by_seq[id(sequence)] = request
             self._cond.notify()
         return request
 
@@ -165,12 +160,7 @@ class BatchingGenerationEngine:
             if request is None:
                 return
             request.aborted = True
-            self._by_seq.pop(id(request.sequence), None)
-            if id(request.sequence) in self._in_step:
-                self._deferred_aborts.append(request.sequence)
-                self._scheduler.running.remove(request.sequence)  # out of the counts now, blocks freed later
-            else:
-                self._scheduler.abort(request.sequence)
+            self._scheduler.abort(request.sequence)
         _deliver(request, None)
 
     def _stop_and_fail_all(self, reason: str) -> None:
@@ -204,7 +194,6 @@ class BatchingGenerationEngine:
                     continue
                 plan = self._scheduler.schedule()
                 if plan.chunks:
-                    self._in_step = {id(chunk.seq) for chunk in plan.chunks}
                     return plan
                 self._cond.wait(timeout=plan.wait_seconds or 0.005)  # gathering a batch, or memory is short
             return None
@@ -219,11 +208,10 @@ class BatchingGenerationEngine:
             self._fail_step(plan, TokenyardError(f"generation failed: {exc}".splitlines()[0]))
             return
         with self._cond:
-            outputs = self._scheduler.update(plan, tokens, logprobs)
-            self._end_step()
-            deliveries = [(self._by_seq.get(id(seq)), output) for seq, output in outputs]
-            for seq, output in outputs:
-                if output.finish_reason is not None and (request := self._by_seq.pop(id(seq), None)):
+            outputs = self._scheduler.update(plan, tokens, logprobs)  # frees what was aborted meanwhile
+            deliveries = [(self._request_of(seq), output) for seq, output in outputs]
+            for request, output in deliveries:
+                if output.finish_reason is not None and request is not None:
                     self._requests.pop(request.sequence.request_id, None)
             self._record(len(outputs), time.monotonic() - started)
         for request, output in deliveries:
@@ -248,25 +236,23 @@ class BatchingGenerationEngine:
             return self._runner.run(plan)
         logits, prompt_logits = self._runner.run_with_prompt_logits(plan, wanted)
         for chunk, first, rows in prompt_logits:
-            if (request := self._by_seq.get(id(chunk.seq))) is not None:
+            if (request := self._request_of(chunk.seq)) is not None:
                 _keep_prompt_logprobs(request, first, rows)
         return logits
 
-    def _generator(self, seq: Sequence) -> torch.Generator:
-        request = self._by_seq.get(id(seq))
-        return request.generator if request is not None else make_generator(None, self._runner.device)
+    def _request_of(self, seq: Sequence) -> _Request | None:
+        """The live request `seq` belongs to; None once it is aborted (its id may be reused meanwhile)."""
+        request = self._requests.get(seq.request_id)
+        return request if request is not None and request.sequence is seq else None
 
-    def _end_step(self) -> None:
-        """(Lock held.) Free what was aborted during the step."""
-        self._in_step = set()
-        for seq in self._deferred_aborts:
-            self._scheduler.block_manager.deallocate(seq)
-        self._deferred_aborts.clear()
+    def _generator(self, seq: Sequence) -> torch.Generator:
+        request = self._request_of(seq)
+        return request.generator if request is not None else make_generator(None, self._runner.device)
 
     def _fail_step(self, plan: SchedulerPlan, error: TokenyardError) -> None:
         with self._cond:
-            self._end_step()
-            failed = [self._by_seq.pop(id(chunk.seq), None) for chunk in plan.chunks]
+            self._scheduler.end_step()
+            failed = [self._request_of(chunk.seq) for chunk in plan.chunks]
             for chunk in plan.chunks:
                 self._scheduler.abort(chunk.seq)
             for request in failed:

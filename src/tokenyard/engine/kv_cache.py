@@ -90,13 +90,6 @@ class BlockManager:
         seq.block_table.clear()
         seq.num_computed_tokens = seq.num_hashed_blocks = 0
 
-    def can_append_slot(self, seq: Sequence) -> bool:
-        return self.can_allocate(seq, seq.num_tokens)
-
-    def append_slot(self, seq: Sequence) -> None:
-        """Make room for the next token of a decoding sequence."""
-        self.allocate(seq, seq.num_tokens)
-
     # --- prefix cache -------------------------------------------------------------------------
 
     def _prefix_hashes(self, seq: Sequence, limit: int, first: int = 0) -> list[tuple[int, tuple[int, ...]]]:

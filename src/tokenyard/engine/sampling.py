@@ -1,8 +1,8 @@
 """Token sampling as a ladder of small pure functions on tensors, after gpt-fast.
 
-`logits_to_probs` applies temperature, top-k and top-p; `sample_next_token` picks greedily at
-temperature 0 and otherwise draws from the probabilities with the request's own `torch.Generator`,
-so a seeded request gives the same tokens whatever else the engine is running. The functions take
+`logits_to_probs` applies temperature, top-k and top-p; a row is greedy at temperature 0 and is
+otherwise drawn from the probabilities with the request's own `torch.Generator`, so a seeded request
+gives the same tokens whatever else the engine is running. The functions take
 logits of shape [..., vocab] and scalar parameters. `sample_batch` is the batching engine's entry:
 one argmax for a batch of plain greedy requests (no per-row Python), otherwise per row penalties,
 logit bias, min_tokens, temperature/top-k/top-p/min-p and a draw from the row's own generator.
@@ -74,21 +74,6 @@ def logits_to_probs(logits: torch.Tensor, temperature: float, top_k: int = 0, to
     scaled = logits.float() / max(temperature, 1e-5)
     probs = torch.softmax(apply_top_k(scaled, top_k), dim=-1)
     return apply_top_p(probs, top_p)
-
-
-def sample_next_token(
-    logits: torch.Tensor,
-    generator: torch.Generator,
-    temperature: float,
-    top_k: int = 0,
-    top_p: float = 1.0,
-) -> int:
-    """One token id from the logits of the last position; greedy when temperature is 0."""
-    # logits: [V]
-    if temperature == 0:
-        return int(torch.argmax(logits, dim=-1).item())
-    probs = logits_to_probs(logits, temperature, top_k, top_p)
-    return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
 
 
 # --- batched sampling for the continuous-batching engine ----------------------------------------

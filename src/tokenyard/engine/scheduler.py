@@ -59,6 +59,20 @@ class SchedulerPlan:
         return [chunk for chunk in self.chunks if chunk.sample]
 
 
+@dataclass(frozen=True)
+class SchedulerStats:
+    """The scheduler's and the KV cache's counts, read in one call under the engine's lock."""
+
+    num_running: int
+    num_waiting: int
+    num_preemptions: int
+    prompt_tokens_computed: int
+    prompt_tokens_cached: int
+    kv_blocks_free: int
+    kv_blocks_total: int
+    prefix_cache_hit_rate: float
+
+
 class Scheduler:
     """Decides which sequences run each step; see the module docstring."""
 
@@ -88,6 +102,8 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_prompt_tokens_computed = 0  # prompt tokens run through the model
         self.num_prompt_tokens_cached = 0  # prompt tokens whose KV came from the prefix cache
+        self._in_step: set[str] = set()  # request ids of the plan being run
+        self._aborted_in_step: list[Sequence] = []  # their blocks are freed when the step ends
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -104,12 +120,37 @@ class Scheduler:
         self.waiting.append(seq)
 
     def abort(self, seq: Sequence) -> None:
-        """Drop a request wherever it is and free its blocks."""
+        """Drop a request wherever it is: out of the counts at once, its blocks freed now or, if the
+        step being run holds it (the forward may still write them), when that step ends."""
         if seq in self.waiting:
             self.waiting.remove(seq)
         if seq in self.running:
             self.running.remove(seq)
+            if seq.request_id in self._in_step:
+                self._aborted_in_step.append(seq)
+            else:
+                self.block_manager.deallocate(seq)
+
+    def end_step(self) -> None:
+        """The planned step is over (`update` calls it; call it alone for a step that failed): free
+        what was aborted during it."""
+        self._in_step = set()
+        for seq in self._aborted_in_step:
             self.block_manager.deallocate(seq)
+        self._aborted_in_step.clear()
+
+    def stats(self) -> SchedulerStats:
+        manager = self.block_manager
+        return SchedulerStats(
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            num_preemptions=self.num_preemptions,
+            prompt_tokens_computed=self.num_prompt_tokens_computed,
+            prompt_tokens_cached=self.num_prompt_tokens_cached,
+            kv_blocks_free=manager.num_free_blocks,
+            kv_blocks_total=manager.num_blocks,
+            prefix_cache_hit_rate=manager.hit_rate(),
+        )
 
     # --- planning -----------------------------------------------------------------------------
 
@@ -121,6 +162,7 @@ class Scheduler:
             plan.wait_seconds = wait
         elif not plan.preempted:  # after a preemption, memory is short: admit nobody new this step
             self._schedule_waiting(plan, budget)
+        self._in_step = {chunk.seq.request_id for chunk in plan.chunks}
         return plan
 
     def _schedule_running(self, plan: SchedulerPlan, budget: int) -> int:
@@ -220,6 +262,7 @@ class Scheduler:
             outputs.append((chunk.seq, output))
             if chunk.seq.is_finished:
                 self._finish(chunk.seq)
+        self.end_step()
         return outputs
 
     def _finish(self, seq: Sequence) -> None:
