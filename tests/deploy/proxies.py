@@ -92,7 +92,8 @@ class Proxy:
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, url: str) -> Proxy:
+    def start(self, url: str, expect_status: int = 200) -> Proxy:
+        """Start and wait until `url`/health answers `expect_status` through the proxy."""
         import httpx
 
         with self.log_path.open("ab") as log:
@@ -103,7 +104,7 @@ class Proxy:
             if self.process.poll() is not None:
                 raise AssertionError(f"proxy exited: {self.logs()}")
             try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
+                return httpx.get(f"{url}/health", timeout=1).status_code == expect_status
             except httpx.HTTPError:
                 return False
 

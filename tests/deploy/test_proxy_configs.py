@@ -8,9 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.deploy import proxies
+from tests.integration.processes import free_port
 
 
 def _need(binary: str) -> None:
@@ -84,3 +86,29 @@ def test_haproxy_checks_readiness_and_retries_refused_connections() -> None:
     assert re.search(r"retry-on [^\n]*conn-failure", text)
     assert "option forwardfor" in text
     assert re.search(r"timeout server +1h", text)
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_no_gateway_up_is_an_openai_shaped_503(kind: str, tmp_path: Path) -> None:
+    """Both gateways down: the proxy itself answers in OpenAI's error shape with Retry-After."""
+    _need(proxies.NGINX if kind == "nginx" else proxies.HAPROXY)
+    listen, dead = free_port(), [free_port(), free_port()]  # nothing listens on the gateway ports
+    if kind == "nginx":
+        site = tmp_path / "tokenyard.conf"
+        site.write_text(proxies.nginx_site(listen, dead))
+        command = proxies.nginx_command(proxies.nginx_main(tmp_path, site))
+    else:
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(proxies.haproxy_config(listen, dead))
+        command = [proxies.HAPROXY, "-db", "-f", str(config)]
+    proxy = proxies.Proxy(command, tmp_path / f"{kind}.log")
+    try:
+        proxy.start(f"http://127.0.0.1:{listen}", expect_status=503)
+        response = httpx.post(f"http://127.0.0.1:{listen}/v1/chat/completions", json={"model": "m"}, timeout=10)
+    finally:
+        proxy.stop()
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["retry-after"] == "2"
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "no_gateway"
