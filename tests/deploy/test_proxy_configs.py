@@ -80,9 +80,9 @@ def test_nginx_site_keeps_the_streaming_settings() -> None:
     assert re.search(r"proxy_next_upstream [^;]*\berror\b", text)
 
 
-def test_haproxy_checks_readiness_and_retries_refused_connections() -> None:
+def test_haproxy_checks_health_and_retries_refused_connections() -> None:
     text = proxies.HAPROXY_CFG.read_text()
-    assert "option httpchk GET /ready" in text
+    assert "option httpchk GET /health" in text
     assert re.search(r"retry-on [^\n]*conn-failure", text)
     assert "option forwardfor" in text
     assert re.search(r"timeout server +1h", text)
