@@ -165,7 +165,10 @@ class Settings(BaseSettings):
     metering: MeteringConfig = Field(default_factory=MeteringConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
-    ip_allowlist: list[str] = Field(default_factory=list, description="CIDRs allowed to reach /v1; empty: everyone")
+    ip_allowlist: list[str] = Field(
+        default_factory=list,
+        description="CIDRs allowed to reach the gateway (all but /health and /ready); empty: everyone",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs of proxies whose X-Forwarded-For is believed"
     )
