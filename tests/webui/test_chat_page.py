@@ -163,3 +163,26 @@ def test_phone_sized_screen_is_usable(web_cluster: Cluster, browser_phone: Page,
     expect(page.locator("#sidebar")).to_be_in_viewport()
     page.click("#conversation-list li.current .conversation-title")
     expect(page.locator("#sidebar")).not_to_be_in_viewport()
+
+
+ERROR_WORDS = [
+    (401, {"message": "Incorrect API key provided.", "code": "invalid_api_key"}, None, "Invalid or missing API key"),
+    (429, {"message": "Rate limit reached.", "code": "rate_limit_exceeded"}, "7", "Try again in 7 s"),
+    (429, {"message": "Daily calls used.", "code": "quota_exceeded"}, "3600", "Quota used up for this period"),
+    (400, {"message": "The prompt contains a blocked word.", "code": "content_filtered"}, None, "content filter"),
+    (503, {"message": "Loading.", "code": "model_loading"}, "5", "The model is still loading. Try again in 5 s"),
+    (503, {"message": "No healthy worker serves `m`.", "code": "no_healthy_worker"}, None, "No worker is available"),
+    (0, {"message": "stopped", "code": "content_filter"}, None, "stopped by the content filter"),
+    (504, {"message": "Timed out after 600 s.", "code": "timeout"}, None, "took too long"),
+]
+
+
+def test_each_openai_error_reads_as_a_sentence(web_cluster: Cluster, page: Page) -> None:
+    """The statuses and codes the gateway sends, as the page words them (the ones the tests above
+    cannot provoke on this cluster: quotas, the word filter, a loading model, no worker)."""
+    open_chat(page, web_cluster.gateway_url)
+    for status, error, retry_after, words in ERROR_WORDS:
+        said = page.evaluate("([s, e, r]) => TYApi.describe(s, e, r).message", [status, error, retry_after])
+        assert words in said, (status, error, said)
+        if status:
+            assert error["message"] in said  # the server's own detail is kept
