@@ -6,11 +6,15 @@ import struct
 from pathlib import Path
 
 import pytest
+import torch
 
 from tokenyard.config import WorkerConfig
 from tokenyard.engine import native
 from tokenyard.engine.defaults import auto_max_batch_size, auto_quantization, gguf_file_type
-from tokenyard.engine.loader import describe_engine, resolve_settings
+from tokenyard.engine.engine import BatchingGenerationEngine
+from tokenyard.engine.loader import describe_engine, load_engine, resolve_settings
+from tokenyard.engine.model_runner import lazy_zeros
+from tokenyard.engine.modeling.quant import QuantisedLinear
 from tokenyard.engine.models import ResolvedModel, gguf_source
 from tokenyard.protocol.internal import ModelKind
 
@@ -95,3 +99,26 @@ def test_a_folder_without_gguf_runs_in_its_dtype(tiny_chat_model_dir: Path) -> N
 @pytest.mark.parametrize("value", ["auto", "none", "int8", "int4"])
 def test_quantization_config_accepts_auto_and_the_modes(value: str) -> None:
     assert WorkerConfig(quantization=value).quantization == value  # type: ignore[arg-type]
+
+
+def _rss_mib() -> float:
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_the_kv_cache_takes_memory_only_where_written() -> None:
+    before = _rss_mib()
+    cache = lazy_zeros((4, 2, 1 << 20, 64), torch.bfloat16, torch.device("cpu"))  # 1 GiB budget
+    assert cache.shape == (4, 2, 1 << 20, 64) and float(cache[3, 1, -5:].float().abs().sum()) == 0.0
+    assert _rss_mib() - before < 64
+    cache[:, :, :1024] = 1.0  # 1 MiB written
+    assert _rss_mib() - before < 64 and float(cache[0, 0, 1023, 0]) == 1.0
+
+
+def test_the_default_engine_holds_its_weights_once(default_chat_model: ResolvedModel) -> None:
+    if native.kernels() is None:
+        pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
+    engine = load_engine(default_chat_model, WorkerConfig(device="cpu", kv_cache_memory=0.5))
+    assert isinstance(engine, BatchingGenerationEngine)
+    layers = [m for m in engine._runner.model.modules() if isinstance(m, QuantisedLinear)]
+    assert len(layers) == 4 * 30 + 1  # every linear layer and the output projection
+    assert all(layer.dense is None for layer in layers)

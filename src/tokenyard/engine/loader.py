@@ -9,6 +9,9 @@ other architectures through its batched transformers fallback. Any failure leave
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import logging
 from pathlib import Path
 
@@ -76,7 +79,9 @@ def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngi
                 batch_wait_timeout=config.batch_wait_timeout,
                 cache_size=config.embedding_cache_size,
             )
-        return build_engine(resolved.path, config, device=device, dtype=dtype)
+        engine = build_engine(resolved.path, config, device=device, dtype=dtype)
+        release_freed_memory()
+        return engine
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises many types for unreadable or unsupported folders
@@ -85,6 +90,17 @@ def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngi
             f"cannot load the model in {resolved.path}: {first}; check that the folder holds a complete "
             "Hugging Face model (config, weights, tokenizer) or re-download it"
         ) from exc
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that loading freed back to the system (glibc keeps it otherwise).
+
+    Loading reads the float32 weights and converts and quantises them; glibc keeps most of what that
+    freed in its arenas, and SmolLM2's int4 worker held ~370 MiB more than it used (docs/engine.md,
+    "Memory"). Elsewhere (not glibc) this does nothing."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def configure_torch_threads() -> None:
