@@ -61,24 +61,36 @@ def cli() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), help="Gateway port.  [default: 8000]")
 @click.option("--model", help="Chat model: alias, local folder, .gguf file or hub id.")
 @click.option("--embedding-model", help="Embedding model, or 'none' for no embedding worker.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Chat worker's device.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), help="Chat worker's dtype.")
+@click.option(
+    "--quantization", type=click.Choice(["auto", "none", "int8", "int4", "gguf"]), help="Chat worker's weights."
+)
+@click.option("--max-batch-size", type=click.IntRange(min=1), help="Chat worker's batch size.")
+@click.option("--context-length", type=click.IntRange(min=16), help="Chat worker's context length.")
 def serve(
     config_file: str | None,
     host: str | None,
     port: int | None,
     model: str | None,
     embedding_model: str | None,
+    **chat: Any,
 ) -> None:
-    """Run controller, a chat worker, an embedding worker and the gateway, supervised, until Ctrl-C."""
+    """Run controller, a chat worker, an embedding worker and the gateway, supervised, until Ctrl-C.
+
+    --device, --dtype, --quantization, --max-batch-size and --context-length reach the chat worker
+    only; the embedding worker keeps its defaults.
+    """
     settings = _settings(
         config_file,
         gateway={"host": host, "port": port},
-        worker={"model": model},
+        worker={"model": model, **chat},
         serve={"embedding_model": embedding_model},
     )
     _setup_logging("serve")
     from tokenyard.serve import run_serve  # heavy imports only once the settings are valid
 
-    sys.exit(run_serve(settings, config_file))
+    sys.exit(run_serve(settings, config_file, {k: v for k, v in chat.items() if v is not None}))
 
 
 @cli.command()
@@ -96,7 +108,7 @@ def controller(config_file: str | None, host: str | None, port: int | None, disp
     _setup_logging("controller")
     from tokenyard.controller.main import run_controller
 
-    run_controller(settings.controller, settings.cluster.secret())
+    run_controller(settings.controller, settings.cluster.secret(), settings.metrics, settings.admin_secret())
 
 
 def _one_gpu_only(_ctx: click.Context, param: click.Parameter, value: int | None) -> None:
@@ -195,7 +207,7 @@ def status(config_file: str | None, controller_url: str | None, output_format: s
             "id": w.worker_id,
             "address": w.address,
             "models": w.models,
-            "kind": w.kind.value,
+            "kind": w.kind.value if w.kind else None,
             "state": w.state.value,
             "reason": w.reason,
             "queue_length": w.queue_length,

@@ -25,6 +25,7 @@ from tokenyard.governance.billing import BillingConfig
 from tokenyard.governance.config import AuthConfig
 from tokenyard.governance.metering_config import LogsConfig, MeteringConfig
 from tokenyard.governance.networks import normalise_networks
+from tokenyard.observability.settings import LoggingConfig, MetricsConfig, TracingConfig
 from tokenyard.protocol.internal import DispatchPolicy
 from tokenyard.store.config import DatabaseConfig
 
@@ -181,6 +182,10 @@ class Settings(BaseSettings):
     def _cidrs(cls, values: list[str]) -> list[str]:
         return normalise_networks(values)
 
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -194,6 +199,10 @@ class Settings(BaseSettings):
 
     def home_dir(self) -> Path:
         return self.home.expanduser()
+
+    def admin_secret(self) -> str | None:
+        """The admin key's value (TOKENYARD_ADMIN_KEY), or None when none is set."""
+        return self.admin_key.get_secret_value() if self.admin_key is not None else None
 
     def metering_on(self) -> bool:
         """Usage records and quotas: asked for, or implied by auth or conversation logs."""

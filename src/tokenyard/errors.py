@@ -20,6 +20,7 @@ class ErrorCode(str, Enum):
     QUOTA_EXCEEDED = "quota_exceeded"
     OVERLOADED = "overloaded"
     NO_HEALTHY_WORKER = "no_healthy_worker"
+    MODEL_LOADING = "model_loading"
     WORKER_ERROR = "worker_error"
     REGISTRY_WARMING_UP = "registry_warming_up"
     TIMEOUT = "timeout"
@@ -129,6 +130,21 @@ class NoHealthyWorkerError(TokenyardError):
     status_code = 503
     error_type = "service_unavailable"
     default_code = ErrorCode.NO_HEALTHY_WORKER
+
+
+class ModelLoadingError(NoHealthyWorkerError):
+    """The model's workers are still converting or loading it: not "does not exist", just not yet."""
+
+    default_code = ErrorCode.MODEL_LOADING
+    RETRY_AFTER = 5.0
+
+    def __init__(self, model: str, detail: str = "") -> None:
+        more = f" ({detail})" if detail else ""
+        super().__init__(
+            f"The model `{model}` is still loading{more}; retry in a few seconds.",
+            param="model",
+            retry_after=self.RETRY_AFTER,
+        )
 
 
 class WorkerError(TokenyardError):

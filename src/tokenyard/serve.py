@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from tokenyard.config import Settings
-from tokenyard.protocol.internal import WorkerList, WorkerState
+from tokenyard.protocol.internal import WorkerInfo, WorkerList, WorkerState
 from tokenyard.store import Store
 from tokenyard.web import cluster_headers
 
@@ -29,6 +30,26 @@ logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT = 900.0  # seconds: a first start converts the default model
+PROGRESS_EVERY = 5.0  # seconds between start-up progress lines
+# Settings of the chat model that must not reach the embedding worker through the environment (an
+# int4 quantization or a 4096-token context would make it refuse to start).
+CHAT_ONLY_ENV = tuple(
+    f"TOKENYARD_WORKER__{key}"
+    for key in (
+        "MODEL",
+        "MODEL_NAMES",
+        "PORT",
+        "ADVERTISE_ADDRESS",
+        "DEVICE",
+        "DTYPE",
+        "QUANTIZATION",
+        "MAX_BATCH_SIZE",
+        "CONTEXT_LENGTH",
+        "KV_CACHE_MEMORY",
+        "GPU_MEMORY_UTILIZATION",
+        "ENFORCE_EAGER",
+    )
+)
 
 
 def _die_with_parent() -> None:
@@ -43,13 +64,14 @@ class Child:
     argv: list[str]
     grace: float
     env_overrides: dict[str, str] = field(default_factory=dict)
+    env_removed: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = field(default=0.0)
 
     def start(self) -> None:
         logger.info("starting %s", self.name)
-        env = {**os.environ, **self.env_overrides}
+        env = {k: v for k, v in os.environ.items() if k not in self.env_removed} | self.env_overrides
         self.process = subprocess.Popen(self.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
 
     def alive(self) -> bool:
@@ -75,7 +97,16 @@ class _Stop(Exception):
     """Raised from the signal handler to leave the supervision loop."""
 
 
-def build_children(settings: Settings, config_file: str | None) -> list[Child]:
+def _flags(values: dict[str, Any]) -> list[str]:
+    """`{"max_batch_size": 8}` -> `["--max-batch-size", "8"]`."""
+    return [part for key, value in values.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+
+
+def build_children(
+    settings: Settings, config_file: str | None, chat_flags: dict[str, Any] | None = None
+) -> list[Child]:
+    """The processes `serve` runs; `chat_flags` (serve's --quantization, --dtype...) go to the chat
+    worker only, and the embedding worker neither sees them nor the chat-only environment."""
     base = [sys.executable, "-m", "tokenyard"]
     conf = ["--config", config_file] if config_file else []
     controller_url = f"http://{settings.controller.host}:{settings.controller.port}"
@@ -85,7 +116,16 @@ def build_children(settings: Settings, config_file: str | None) -> list[Child]:
         Child("controller", [*base, "controller", *conf], grace=5),
         Child(
             "chat worker",
-            [*base, "worker", *conf, "--model", worker.model, "--controller", controller_url],
+            [
+                *base,
+                "worker",
+                *conf,
+                "--model",
+                worker.model,
+                "--controller",
+                controller_url,
+                *_flags(chat_flags or {}),
+            ],
             grace=drain,
         ),
     ]
@@ -103,8 +143,14 @@ def build_children(settings: Settings, config_file: str | None) -> list[Child]:
                     str(settings.serve.embedding_port),
                     "--controller",
                     controller_url,
+                    # A config file's worker section describes the chat worker; these undo its model settings.
+                    "--quantization",
+                    "none",
+                    "--dtype",
+                    "auto",
                 ],
                 grace=drain,
+                env_removed=CHAT_ONLY_ENV,
             )
         )
     children.append(
@@ -127,20 +173,27 @@ def build_children(settings: Settings, config_file: str | None) -> list[Child]:
     return children
 
 
-def _healthy_models(settings: Settings, client: httpx.Client) -> list[str] | None:
-    """Each healthy worker's models with how they run: "smollm2-135m-instruct (int4 on cpu, max batch 64)"."""
+def _workers(settings: Settings, client: httpx.Client) -> list[WorkerInfo] | None:
     url = f"http://{settings.controller.host}:{settings.controller.port}/workers"
     try:
-        workers = WorkerList.model_validate_json(client.get(url, timeout=2).content).workers
+        return WorkerList.model_validate_json(client.get(url, timeout=2).content).workers
     except (httpx.HTTPError, ValueError):
         return None
-    return [f"{m} ({w.engine})" if w.engine else m for w in workers if w.state is WorkerState.HEALTHY for m in w.models]
+
+
+def _progress(workers: list[WorkerInfo]) -> str:
+    """One line: what each worker that is not ready yet is doing."""
+    waiting = [
+        f"{', '.join(w.models)}: {w.reason or w.state.value}" for w in workers if w.state is not WorkerState.HEALTHY
+    ]
+    return "starting: " + ("; ".join(waiting) if waiting else "waiting for the workers to register")
 
 
 def _wait_ready(settings: Settings, children: list[Child]) -> bool:
     """Block until every worker is registered and healthy; False if a child died on the way."""
     num_workers = sum(1 for c in children if "worker" in c.name)
     deadline = time.monotonic() + STARTUP_TIMEOUT
+    next_progress = time.monotonic() + PROGRESS_EVERY
     with httpx.Client(headers=cluster_headers(settings.cluster.secret())) as client:
         while time.monotonic() < deadline:
             dead = [c for c in children if not c.alive()]
@@ -151,8 +204,18 @@ def _wait_ready(settings: Settings, children: list[Child]) -> bool:
                     dead[0].process.returncode if dead[0].process else None,
                 )
                 return False
-            models = _healthy_models(settings, client)
-            if models is not None and len(models) >= num_workers:
+            workers = _workers(settings, client)
+            # How each model runs, for the ready line: "smollm2-135m-instruct (int4 on cpu, max batch 64)".
+            models = [
+                f"{m} ({w.engine})" if w.engine else m
+                for w in workers or []
+                if w.state is WorkerState.HEALTHY
+                for m in w.models
+            ]
+            if workers is not None and time.monotonic() >= next_progress:
+                print(_progress(workers), flush=True)
+                next_progress = time.monotonic() + PROGRESS_EVERY
+            if workers is not None and len(models) >= num_workers:
                 gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
                 try:
                     if client.get(f"{gateway}/health", timeout=2).status_code == 200:
@@ -214,9 +277,9 @@ def migrate_sqlite(settings: Settings) -> None:
         store.close()
 
 
-def run_serve(settings: Settings, config_file: str | None) -> int:
+def run_serve(settings: Settings, config_file: str | None, chat_flags: dict[str, Any] | None = None) -> int:
     migrate_sqlite(settings)
-    children = build_children(settings, config_file)
+    children = build_children(settings, config_file, chat_flags)
 
     def kill_all(_signum: int, _frame: object) -> None:
         for child in children:

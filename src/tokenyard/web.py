@@ -43,6 +43,13 @@ def error_response(error: TokenyardError) -> JSONResponse:
     return JSONResponse(error.to_dict(), status_code=error.status_code, headers=headers)
 
 
+async def send_error(error: TokenyardError, scope: Scope, receive: Receive, send: Send) -> None:
+    """A middleware's refusal: the error response, with its code kept on the request's state for the
+    outcome record (the metrics count 429s by it: rate limit, quota, saturation)."""
+    scope.setdefault("state", {})["error_code"] = error.code
+    await error_response(error)(scope, receive, send)
+
+
 def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
     error_type = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
@@ -92,7 +99,8 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every failure through OpenAI's error shape, with the status OpenAI would use."""
 
     @app.exception_handler(TokenyardError)
-    async def _typed(_request: Request, exc: TokenyardError) -> JSONResponse:
+    async def _typed(request: Request, exc: TokenyardError) -> JSONResponse:
+        request.state.error_code = exc.code  # for the metrics (429s by reason)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -170,7 +178,8 @@ class ClusterAuthMiddleware:
     loopback peers are served, so a single-host deployment needs no configuration and is not exposed.
     """
 
-    PUBLIC_PATHS = frozenset({"/health", "/ready"})
+    # /metrics guards itself: public by default, behind the admin key with metrics.require_auth.
+    PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app

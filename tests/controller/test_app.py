@@ -51,7 +51,8 @@ async def test_register_then_models_then_dispatch(client: httpx.AsyncClient, mak
 
     models = (await client.get("/models")).json()
     assert models == {
-        "models": [{"name": "chat", "kind": "generate", "context_length": 4096, "num_workers": 1, "tenants": None}]
+        "models": [{"name": "chat", "kind": "generate", "context_length": 4096, "num_workers": 1, "tenants": None}],
+        "loading": [],
     }
 
     response = await client.post("/dispatch", json={"model": "chat"})
@@ -102,7 +103,7 @@ async def test_known_model_with_only_a_draining_worker_is_503(
     assert error["code"] == "no_healthy_worker"
     assert "No healthy worker is serving model `chat`" in error["message"]
     assert "w1 draining (SIGTERM)" in error["message"]
-    assert (await client.get("/models")).json() == {"models": []}
+    assert (await client.get("/models")).json() == {"models": [], "loading": []}
 
 
 async def test_unregister_removes_worker(client: httpx.AsyncClient, make_status: StatusFactory) -> None:
@@ -112,7 +113,7 @@ async def test_unregister_removes_worker(client: httpx.AsyncClient, make_status:
     assert response.json() == {"accepted": True}
 
     assert (await client.get("/workers")).json() == {"workers": []}
-    assert (await client.get("/models")).json() == {"models": []}
+    assert (await client.get("/models")).json() == {"models": [], "loading": []}
     assert (await client.post("/dispatch", json={"model": "chat"})).status_code == 503
     again = await client.post("/unregister", json={"worker_id": "w1"})
     assert again.status_code == 200

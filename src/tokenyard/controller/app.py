@@ -23,7 +23,10 @@ from tokenyard.config import ControllerConfig
 from tokenyard.controller.api_hint import GatewaySightingMiddleware, GatewaySightings, OpenAIHintMiddleware
 from tokenyard.controller.dispatch import Policy, dispatch, make_policy
 from tokenyard.controller.registry import WorkerRegistry
-from tokenyard.errors import ErrorCode, ModelNotFoundError, NoHealthyWorkerError
+from tokenyard.errors import ErrorCode, ModelLoadingError, ModelNotFoundError, NoHealthyWorkerError, TokenyardError
+from tokenyard.observability.controller import ControllerMetrics
+from tokenyard.observability.endpoint import install_metrics_endpoint, new_registry
+from tokenyard.observability.settings import MetricsConfig
 from tokenyard.protocol.internal import (
     DispatchRequest,
     DispatchResponse,
@@ -52,6 +55,8 @@ def create_app(
     *,
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
     rng: random.Random | None = None,
+    metrics: MetricsConfig | None = None,
+    admin_key: str | None = None,
 ) -> FastAPI:
     """Build the controller app; `clock` and `rng` are injectable so tests drive time and chance."""
     registry = WorkerRegistry(clock=clock, expiry_intervals=config.expiry_intervals)
@@ -73,6 +78,10 @@ def create_app(
     app.state.clock = clock
     app.state.warm_until = clock() + config.startup_grace
     app.state.policy = make_policy(config.dispatch, rng)
+    app.state.policy_name = config.dispatch.value
+    registry_metrics = new_registry()
+    app.state.metrics = ControllerMetrics(registry_metrics, registry)
+    install_metrics_endpoint(app, registry_metrics, metrics or MetricsConfig(), admin_key)
     app.include_router(router)
     web.install_error_handlers(app)
     gateways = GatewaySightings(clock)
@@ -129,9 +138,22 @@ def _warming_up(request: Request) -> bool:
 
 @router.post("/dispatch")
 async def dispatch_route(body: DispatchRequest, request: Request) -> DispatchResponse:
+    counter = request.app.state.metrics.dispatch
+    try:
+        chosen = _dispatch(body, request)
+    except TokenyardError as exc:
+        counter.labels(request.app.state.policy_name, exc.code).inc()
+        raise
+    counter.labels(request.app.state.policy_name, "dispatched").inc()
+    return chosen
+
+
+def _dispatch(body: DispatchRequest, request: Request) -> DispatchResponse:
     policy: Policy = request.app.state.policy
     try:
         return dispatch(_swept_registry(request), policy, body.model, body.exclude, body.tenant)
+    except ModelLoadingError:
+        raise
     except (ModelNotFoundError, NoHealthyWorkerError):
         if not _warming_up(request):
             raise
@@ -170,7 +192,8 @@ async def workers(request: Request) -> WorkerList:
 
 @router.get("/models")
 async def models(request: Request) -> ModelList:
-    return ModelList(models=_swept_registry(request).models())
+    registry = _swept_registry(request)
+    return ModelList(models=registry.models(), loading=registry.loading_models())
 
 
 @router.get("/routes")

@@ -14,8 +14,8 @@ from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from tokenyard.controller.registry import WorkerEntry, WorkerRegistry
-from tokenyard.errors import ModelNotFoundError, NoHealthyWorkerError
-from tokenyard.protocol.internal import DispatchPolicy, DispatchResponse
+from tokenyard.errors import ModelLoadingError, ModelNotFoundError, NoHealthyWorkerError
+from tokenyard.protocol.internal import DispatchPolicy, DispatchResponse, WorkerState
 
 
 class Policy(Protocol):
@@ -84,16 +84,20 @@ def dispatch(
     `exclude` names workers that already failed this request (a retry goes elsewhere). Only shared
     workers and `tenant`'s own are eligible: another tenant's worker is never chosen, however idle.
     Raises ModelNotFoundError when no worker serves (or recently served) the model, or only other
-    tenants' workers do (it does not exist for this tenant), and NoHealthyWorkerError when eligible
-    workers exist but none is healthy and untried.
+    tenants' workers do (it does not exist for this tenant), ModelLoadingError when its eligible
+    workers are still loading it, and NoHealthyWorkerError when eligible workers exist but none is
+    healthy and untried.
     """
     candidates = [
-        entry for entry in registry.candidates(model) if entry.worker_id not in exclude and entry.route().serves(tenant)
+        entry for entry in registry.candidates(model) if entry.worker_id not in exclude and entry.serves(tenant)
     ]
     if not candidates:
         serving = registry.serving(model)
-        if not registry.knows_model(model) or (serving and not any(e.route().serves(tenant) for e in serving)):
+        if not registry.knows_model(model) or (serving and not any(e.serves(tenant) for e in serving)):
             raise ModelNotFoundError(model)
+        loading = [entry for entry in serving if entry.state is WorkerState.LOADING and entry.serves(tenant)]
+        if loading:
+            raise ModelLoadingError(model, loading[0].reason)
         raise NoHealthyWorkerError(_no_healthy_message(registry, model))
     chosen = policy.choose(model, candidates)
     chosen.dispatched_since_report += 1

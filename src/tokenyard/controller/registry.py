@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from tokenyard.protocol.internal import (
     DispatchResponse,
     ModelInfo,
+    ModelKind,
     Route,
     RouteTable,
     WorkerInfo,
@@ -52,6 +53,13 @@ class WorkerEntry:
         return WorkerState.EVICTED if self.evicted_at is not None else self.status.state
 
     @property
+    def kind(self) -> ModelKind:
+        # WorkerStatus guarantees a kind in every state but loading, and only healthy workers are routed to.
+        if self.status.kind is None:
+            raise ValueError(f"worker {self.worker_id} is {self.state.value} and has no model kind yet")
+        return self.status.kind
+
+    @property
     def reason(self) -> str:
         return self.eviction_reason if self.evicted_at is not None else self.status.reason
 
@@ -59,11 +67,15 @@ class WorkerEntry:
         """Expected wait relative to this worker's speed: its reported queue plus what we sent since."""
         return (self.status.queue_length + self.dispatched_since_report) / self.status.speed
 
+    def serves(self, tenant: str | None) -> bool:
+        """Whether a request of `tenant` may go to this worker (a shared one, or the tenant's own)."""
+        return not self.status.tenants or tenant in self.status.tenants
+
     def route(self) -> DispatchResponse:
         return DispatchResponse(
             worker_id=self.worker_id,
             address=self.status.address,
-            kind=self.status.kind,
+            kind=self.kind,
             context_length=self.status.context_length,
             tenants=self.status.tenants,
         )
@@ -94,6 +106,9 @@ class WorkerRegistry:
         # When each alias was last served by a registered worker: a model whose only worker just
         # unregistered (say, restarting) answers 503 "no healthy worker", not 404 "does not exist".
         self._model_seen: dict[str, float] = {}
+        # Counters for the controller's metrics (observability.controller reads them when scraped).
+        self.num_evictions: dict[str, int] = {"missed_heartbeats": 0, "failed_probe": 0}
+        self.num_missed_heartbeats = 0
 
     # --- changes -------------------------------------------------------------------------------
 
@@ -101,6 +116,10 @@ class WorkerRegistry:
         """Register or heartbeat: the report replaces what we knew and resets the dispatch count."""
         now = self._clock()
         previous = self._entries.get(status.worker_id)
+        if previous is not None:
+            # Beats that should have come between the last report and this one.
+            late = (now - previous.last_report) / previous.status.heartbeat_interval
+            self.num_missed_heartbeats += max(0, int(late + 0.5) - 1)
         entry = WorkerEntry(status=status, last_report=now)
         self._entries[status.worker_id] = entry
         for model in status.models:
@@ -132,6 +151,7 @@ class WorkerRegistry:
             silence = now - entry.last_report
             entry.evicted_at = now
             entry.eviction_reason = f"no heartbeat for {silence:.1f} s"
+            self.num_evictions["missed_heartbeats"] += 1
             logger.info(
                 "worker %s at %s evicted (%s), served %s",
                 entry.worker_id,
@@ -149,6 +169,7 @@ class WorkerRegistry:
             return False
         entry.evicted_at = self._clock()
         entry.eviction_reason = reason
+        self.num_evictions["failed_probe"] += 1
         logger.info("worker %s at %s evicted (%s)", worker_id, entry.status.address, reason)
         return True
 
@@ -198,7 +219,7 @@ class WorkerRegistry:
         return [
             ModelInfo(
                 name=model,
-                kind=entries[0].status.kind,
+                kind=entries[0].kind,
                 # The smallest context is the one every worker of this alias can honour.
                 context_length=min(entry.status.context_length for entry in entries),
                 num_workers=len(entries),
@@ -206,6 +227,18 @@ class WorkerRegistry:
             )
             for model, entries in self._healthy_by_model().items()
         ]
+
+    def loading_models(self) -> list[str]:
+        """Models that no healthy worker serves yet but a loading one will."""
+        healthy = self._healthy_by_model()
+        loading = {
+            model
+            for entry in self._entries.values()
+            if entry.state is WorkerState.LOADING
+            for model in entry.status.models
+            if model not in healthy
+        }
+        return sorted(loading)
 
     def routes(self) -> RouteTable:
         """Each model's healthy workers, for the gateway to cache while the controller is away."""

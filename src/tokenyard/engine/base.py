@@ -8,9 +8,9 @@ engine owns the model's files.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tokenyard.protocol.internal import ChatMessage, FinishReason, FunctionTool
 
@@ -90,7 +90,19 @@ class EngineStats:
     num_waiting: int = 0
     tokens_per_second: float = 0.0
     seconds_since_progress: float = 0.0
+    kernel_path: str = ""  # how decode steps run: native, torch, cuda-graphs, transformers (for metrics)
     extra: dict[str, float] = field(default_factory=dict)
+
+
+# Called by the engine thread after each step: (seconds the step took, sequences in it, tokens produced).
+StepListener = Callable[[float, int, int], None]
+
+
+@runtime_checkable
+class StepObservable(Protocol):
+    """An engine that reports each step (the worker's step-time histogram listens)."""
+
+    def add_step_listener(self, listener: StepListener) -> None: ...
 
 
 class PromptTokenizer(Protocol):

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
-from tokenyard.engine.base import EngineStats, GenerationOutput, PromptTokenizer, SamplingParams, TokenLogprob
+from tokenyard.engine.base import (
+    EngineStats,
+    GenerationOutput,
+    PromptTokenizer,
+    SamplingParams,
+    StepListener,
+    TokenLogprob,
+)
 from tokenyard.engine.guided import GuideCompiler
 from tokenyard.engine.model_runner import ModelRunner
 from tokenyard.engine.sampling import make_generator, prompt_logprobs, sample_batch
@@ -68,6 +75,12 @@ class BatchingGenerationEngine:
         self._tokens_per_second = 0.0
         self._tokens_generated = 0
         self._last_progress = time.monotonic()
+        self._step_listeners: list[StepListener] = []
+
+    def add_step_listener(self, listener: StepListener) -> None:
+        """Call `listener(seconds, num_sequences, num_tokens)` from the engine thread after every step;
+        it must be quick and thread-safe (a Prometheus histogram is)."""
+        self._step_listeners.append(listener)
 
     # --- the asyncio side ---------------------------------------------------------------------
 
@@ -115,6 +128,7 @@ class BatchingGenerationEngine:
                 num_waiting=counts.num_waiting,
                 tokens_per_second=self._tokens_per_second,
                 seconds_since_progress=time.monotonic() - self._last_progress if busy else 0.0,
+                kernel_path=self._runner.kernel_path,
                 extra={
                     "tokens_generated": float(self._tokens_generated),
                     "kv_blocks_free": float(counts.kv_blocks_free),
@@ -213,7 +227,10 @@ class BatchingGenerationEngine:
             for request, output in deliveries:
                 if output.finish_reason is not None and request is not None:
                     self._requests.pop(request.sequence.request_id, None)
-            self._record(len(outputs), time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self._record(len(outputs), seconds)
+        for listener in self._step_listeners:
+            listener(seconds, len(plan.chunks), len(outputs))
         for request, output in deliveries:
             if request is not None and not request.aborted:
                 if request.prompt_logprobs is not None and output.num_output_tokens == 1:

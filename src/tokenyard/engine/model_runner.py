@@ -40,6 +40,7 @@ class ModelRunner(Protocol):
     num_blocks: int
     block_size: int
     device: torch.device
+    kernel_path: str  # how decode steps run, for operators: native, torch, cuda-graphs, transformers
 
     def run(self, plan: SchedulerPlan) -> torch.Tensor:
         """Logits [N, V] (float32) for the plan's sampled chunks, in plan order."""
@@ -114,6 +115,7 @@ class LlamaRunner:
                 scratch_slot=num_blocks * BLOCK_SIZE,
                 capture=decode_graphs == "capture",
             )
+        self.kernel_path = _kernel_path(self.graphs, self.decoder)
 
     @classmethod
     def load(
@@ -263,6 +265,12 @@ class LlamaRunner:
         return torch.tensor(values, dtype=torch.long).to(self.device)
 
 
+def _kernel_path(graphs: DecodeGraphs | None, decoder: NativeDecoder | None) -> str:
+    if graphs is not None:
+        return "cuda-graphs" if graphs.capture else "torch"
+    return "native" if decoder is not None else "torch"
+
+
 class HFRunner:
     """Fallback for architectures without own code: a batched transformers forward, no KV cache."""
 
@@ -271,6 +279,7 @@ class HFRunner:
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.get_input_embeddings().num_embeddings)
         self.num_blocks, self.block_size = num_blocks, BLOCK_SIZE
+        self.kernel_path = "transformers"
 
     def run(self, plan: SchedulerPlan) -> torch.Tensor:
         return self._forward(plan)[:, -1].float()  # [N, V]

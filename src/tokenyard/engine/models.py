@@ -75,6 +75,21 @@ def resolve_model(spec: str, home: Path) -> ResolvedModel:
     )
 
 
+def served_name(spec: str) -> str:
+    """The name `resolve_model(spec)` will give the model, known without resolving it: a worker
+    registers under it at once, while it still converts or downloads the model."""
+    if spec in (SMOLLM2_ALIAS, MINILM_ALIAS):
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.name
+    if path.suffix == ".gguf":
+        return path.stem
+    if _HUB_ID.match(spec) and not path.exists():
+        return spec.split("/")[-1]
+    return path.name or spec
+
+
 def detect_kind(folder: Path) -> ModelKind:
     """EMBED for sentence-transformers folders and encoders, GENERATE for causal language models."""
     if any((folder / name).is_file() for name in _SENTENCE_TRANSFORMERS_FILES):

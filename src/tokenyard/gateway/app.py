@@ -35,6 +35,9 @@ from tokenyard.gateway.serving_embedding import EmbeddingServing
 from tokenyard.gateway.worker_client import WorkerClient
 from tokenyard.governance.principal import anonymous
 from tokenyard.governance.verifier import KeyVerifier
+from tokenyard.observability.endpoint import install_metrics_endpoint, new_registry
+from tokenyard.observability.gateway import GatewayMetrics
+from tokenyard.observability.http import OpenStreamsMiddleware
 from tokenyard.protocol.openai import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -90,12 +93,16 @@ def register_routes(app: FastAPI) -> None:
 
     @app.get("/ready")
     async def ready(request: Request) -> JSONResponse:
-        if not await request.app.state.router.ready():
-            return JSONResponse({"status": "no healthy worker"}, status_code=503)
+        router: Router = request.app.state.router
+        ready = await router.ready()
+        loading = router.loading()  # models whose workers are still loading them
+        if not ready:
+            status = "loading" if loading else "no healthy worker"
+            return JSONResponse({"status": status, "loading": loading}, status_code=503, headers={"Retry-After": "5"})
         verifier: KeyVerifier | None = request.app.state.verifier
         if verifier is not None and verifier.degraded_reason:
-            return JSONResponse({"status": "degraded", "reason": verifier.degraded_reason})
-        return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "degraded", "reason": verifier.degraded_reason, "loading": loading})
+        return JSONResponse({"status": "ready", "loading": loading})
 
 
 def middlewares(settings: Settings, state: Callable[[], State]) -> list[Middleware]:
@@ -112,6 +119,7 @@ def middlewares(settings: Settings, state: Callable[[], State]) -> list[Middlewa
         Middleware(RequestIdMiddleware),  # first, so that every response (errors too) carries the id
         Middleware(OutcomeMiddleware, listeners=lambda: state().outcomes),  # every /v1 outcome, refusals too
         Middleware(ClientAddressMiddleware, allowlist=settings.ip_allowlist, trusted_proxies=settings.trusted_proxies),
+        Middleware(OpenStreamsMiddleware, metrics=lambda: state().gateway_metrics),  # the open-streams gauge
         Middleware(AssumeJSONBodyMiddleware),
         Middleware(AdminAuthMiddleware, admin_key=admin_key),  # /admin/...
         principal,  # /v1: request.state.principal (401 without a valid key when auth is on)
@@ -148,6 +156,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             if store is not None and settings.metering_on():
                 app.state.metering = build_metering(settings, store)
                 app.state.metering.start(app.state.outcomes)
+                app.state.gateway_metrics.journal_backlog.set_function(app.state.metering.pipeline.journal.backlog)
             async with governance(app, settings):
                 yield
             refresher.cancel()
@@ -167,6 +176,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.access_version = None
     app.state.limiter = None
     app.state.outcomes = OutcomeListeners()  # metrics, metering and logs add themselves here
+    registry = new_registry()
+    app.state.gateway_metrics = GatewayMetrics(registry, served=lambda model: _serves(app, model))
+    app.state.outcomes.add(app.state.gateway_metrics.observe)  # first: metrics never wait behind the journal
+    install_metrics_endpoint(app, registry, settings.metrics, settings.admin_secret())
     app.state.metering = None  # usage records, quotas and logs (gateway/metering.py), when on
     app.state.recent_requests = RecentRequests()  # the dashboard's last minutes of traffic
     app.state.outcomes.add(app.state.recent_requests.record)
@@ -177,3 +190,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(admin_cluster_router)
     drop_validation_error_schemas(app)
     return app
+
+
+def _serves(app: FastAPI, model: str) -> bool:
+    router: Router | None = getattr(app.state, "router", None)
+    return router is not None and router.serves(model)

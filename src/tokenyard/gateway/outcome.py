@@ -107,6 +107,7 @@ class RequestTracker:
             model=self.model,
             worker=self.worker,
             status=status,
+            error_code=state.get("error_code"),
             stream=self.stream,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,

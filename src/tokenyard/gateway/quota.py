@@ -25,7 +25,7 @@ from tokenyard.gateway.outcome import RequestTracker
 from tokenyard.governance.quotas import Amounts, to_micros
 from tokenyard.governance.records import usage_record
 from tokenyard.protocol.outcome import RequestOutcome
-from tokenyard.web import error_response
+from tokenyard.web import send_error
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 4096  # when neither max_tokens nor the model's context length is known
@@ -71,7 +71,7 @@ class QuotaMiddleware:
         try:
             reservation = await self._reserve(scope, metering, principal, body, data)
         except TokenyardError as exc:
-            await error_response(exc)(scope, receive, send)
+            await send_error(exc, scope, receive, send)
             return
         if isinstance(tracker, RequestTracker):
 

@@ -32,6 +32,7 @@ class Router:
         self._url = controller_url.rstrip("/")
         self._models_ttl = models_ttl
         self._models: list[ModelInfo] = []
+        self._loading: list[str] = []
         self._models_fetched_at = -float("inf")
         self._routes = RouteTable(routes=[])
         self._turn = itertools.count()
@@ -48,7 +49,7 @@ class Router:
             logger.warning("controller unreachable (%s); using the last known routes", exc)
             return self._from_cached_routes(model, body.exclude, tenant)
         if response.status_code != 200:
-            error = error_from_body(response.status_code, _json_or_none(response))
+            error = error_from_body(response.status_code, _json_or_none(response), _retry_after(response))
             if error.code == ErrorCode.REGISTRY_WARMING_UP.value and self._knows(model):
                 return self._from_cached_routes(model, body.exclude, tenant)
             raise error
@@ -61,7 +62,8 @@ class Router:
         try:
             response = await self._client.get(f"{self._url}/models", timeout=5.0)
             response.raise_for_status()
-            self._models = ModelList.model_validate_json(response.content).models
+            listing = ModelList.model_validate_json(response.content)
+            self._models, self._loading = listing.models, listing.loading
             self._models_fetched_at = time.monotonic()
             await self.refresh_routes()
         except httpx.HTTPError as exc:
@@ -90,6 +92,16 @@ class Router:
 
     async def ready(self) -> bool:
         return any(info.num_workers > 0 for info in await self.models())
+
+    def loading(self) -> list[str]:
+        """Models still loading on their workers, as of the last model listing."""
+        return list(self._loading)
+
+    def serves(self, model: str) -> bool:
+        """Whether `model` is a served alias as far as the last listing and routes know (no I/O)."""
+        return any(info.name == model for info in self._models) or any(
+            route.model == model for route in self._routes.routes
+        )
 
     def report_failure(self, worker_id: str, error: str) -> None:
         """Tell the controller, without waiting, that a worker could not be reached."""
@@ -120,6 +132,13 @@ class Router:
         if any(route.model == model for route in self._routes.routes):
             raise NoHealthyWorkerError(f"No healthy worker serves `{model}` and the controller is unreachable.")
         raise ModelNotFoundError(model)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _json_or_none(response: httpx.Response) -> object:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class WorkerState(str, Enum):
+    LOADING = "loading"  # registered, still converting or loading its model: requests get 503 model_loading
     HEALTHY = "healthy"
     DRAINING = "draining"
     UNHEALTHY = "unhealthy"
@@ -42,8 +43,8 @@ class WorkerStatus(BaseModel):
     worker_id: str
     address: str = Field(description="base URL the gateway uses, e.g. http://127.0.0.1:21002")
     models: list[str] = Field(min_length=1, description="the aliases this worker answers to")
-    kind: ModelKind
-    context_length: int = Field(ge=1)
+    kind: ModelKind | None = Field(default=None, description="None only while loading, before the model is found")
+    context_length: int = Field(default=0, ge=0, description="0 only while loading")
     state: WorkerState = WorkerState.HEALTHY
     reason: str = Field(default="", description="why the state is not healthy, for operators")
     queue_length: int = Field(default=0, ge=0, description="requests waiting plus running")
@@ -53,6 +54,12 @@ class WorkerStatus(BaseModel):
     heartbeat_interval: float = Field(default=2.0, gt=0)
     engine: str = Field(default="", description="how the model runs, e.g. 'int4 on cpu, max batch 64'")
     tenants: list[str] = Field(default_factory=list, description="serve only these tenants; empty: shared by all")
+
+    @model_validator(mode="after")
+    def _known_once_loaded(self) -> WorkerStatus:
+        if self.state is not WorkerState.LOADING and (self.kind is None or self.context_length < 1):
+            raise ValueError(f"a {self.state.value} worker must report its model's kind and context length")
+        return self
 
 
 class HeartbeatResponse(BaseModel):
@@ -115,6 +122,7 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    loading: list[str] = Field(default_factory=list, description="models whose workers are all still loading")
 
 
 class Route(BaseModel):

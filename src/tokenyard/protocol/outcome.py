@@ -22,6 +22,7 @@ class RequestOutcome(BaseModel):
     model: str | None = None
     worker: str | None = Field(default=None, description="id of the worker that answered (the last one, if resumed)")
     status: int = 0
+    error_code: str | None = Field(default=None, description="the error's `code` when the answer was an error")
     stream: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = Field(default=0, description="as the worker counted them")

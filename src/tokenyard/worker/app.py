@@ -1,30 +1,29 @@
-"""The worker's HTTP app: generate (NDJSON stream), embed, count tokens, status, health.
+"""The worker's HTTP app: generate (NDJSON stream), embed, count tokens, status, health, metrics.
 
-State lives on `app.state.worker` (a WorkerRuntime); nothing is bound at import time.
+State lives on `app.state.worker` (a WorkerRuntime); nothing is bound at import time. The app
+starts serving (and registers as `loading`) before its model is loaded, when given a loader.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from tokenyard.config import WorkerConfig
-from tokenyard.engine.base import EmbeddingEngine, EngineStats, GenerationEngine, GenerationOutput, PromptTokenizer
-from tokenyard.errors import (
-    InvalidRequestError,
-    ModelNotFoundError,
-    NoHealthyWorkerError,
-    TokenyardError,
-)
+from tokenyard.engine.base import EmbeddingEngine, GenerationEngine, GenerationOutput, PromptTokenizer
+from tokenyard.errors import InvalidRequestError, ModelLoadError, TokenyardError
+from tokenyard.observability.endpoint import install_metrics_endpoint, new_registry
+from tokenyard.observability.latency import StreamTimer
+from tokenyard.observability.nvml import register_accelerator_metrics
+from tokenyard.observability.settings import MetricsConfig
+from tokenyard.observability.worker import WorkerMetrics, WorkerSnapshot
 from tokenyard.protocol.internal import (
     AbortRequest,
     EmbedRequest,
@@ -43,79 +42,13 @@ from tokenyard.worker.heartbeat import Heartbeat
 from tokenyard.worker.logprobs import generated_logprobs, prompt_logprobs
 from tokenyard.worker.outputs import EngineOutputs
 from tokenyard.worker.prompts import PreparedRequest, encode_prompt, prepare
+from tokenyard.worker.runtime import WorkerRuntime
+
+__all__ = ["WorkerRuntime", "create_app"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkerRuntime:
-    """Everything one worker process holds: its engine, identity and drain state."""
-
-    config: WorkerConfig
-    engine: GenerationEngine | EmbeddingEngine
-    kind: ModelKind
-    model_names: list[str]
-    worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
-    draining: bool = False
-    in_flight: int = 0
-    heartbeat: Heartbeat | None = None
-    engine_summary: str = ""  # how the model runs (loader.describe_engine), shown by `tokenyard serve`
-
-    def status(self) -> WorkerStatus:
-        stats: EngineStats = self.engine.stats()
-        queue = max(stats.num_running + stats.num_waiting, self.in_flight)
-        state, reason = self._state(stats, queue)
-        return WorkerStatus(
-            worker_id=self.worker_id,
-            address=self.config.address(),
-            models=self.model_names,
-            kind=self.kind,
-            context_length=self.engine.context_length,
-            state=state,
-            reason=reason,
-            queue_length=queue,
-            num_running=stats.num_running,
-            num_waiting=stats.num_waiting,
-            speed=max(stats.tokens_per_second, 1.0),
-            heartbeat_interval=self.config.heartbeat_interval,
-            engine=self.engine_summary,
-            tenants=self.config.tenants,
-        )
-
-    def _state(self, stats: EngineStats, queue: int) -> tuple[WorkerState, str]:
-        """Healthy means "can generate", not only "the process answers"."""
-        if self.draining:
-            return WorkerState.DRAINING, "shutting down: finishing in-flight requests"
-        if queue and stats.seconds_since_progress > self.config.stuck_timeout:
-            return (
-                WorkerState.UNHEALTHY,
-                f"engine made no progress for {stats.seconds_since_progress:.0f} s with {queue} request(s) queued",
-            )
-        return WorkerState.HEALTHY, ""
-
-    def check_accepting(self, model: str, tenant: str | None = None) -> None:
-        # A worker bound to tenants serves no one else, even if a request were misdirected to it.
-        if model not in self.model_names or (self.config.tenants and tenant not in self.config.tenants):
-            raise ModelNotFoundError(model)
-        if self.draining:
-            raise NoHealthyWorkerError("This worker is draining and takes no new requests.")
-
-    def generation_engine(self) -> GenerationEngine:
-        if self.kind is not ModelKind.GENERATE:
-            raise InvalidRequestError("This model only computes embeddings; use /v1/embeddings.", param="model")
-        return self.engine  # type: ignore[return-value]
-
-    def embedding_engine(self) -> EmbeddingEngine:
-        if self.kind is not ModelKind.EMBED:
-            raise InvalidRequestError("This model does not compute embeddings.", param="model")
-        return self.engine  # type: ignore[return-value]
-
-    async def start_draining(self) -> None:
-        """Stop taking work and tell the controller at once, so no new request is dispatched here."""
-        self.draining = True
-        logger.info("draining: %d request(s) in flight", self.in_flight)
-        if self.heartbeat is not None:
-            await self.heartbeat.beat()
+# Loads the model (in a thread), reporting progress; returns the engine and its kind.
+Loader = Callable[[Callable[[str], None]], tuple[GenerationEngine | EmbeddingEngine, ModelKind]]
 
 
 def _chunk(
@@ -161,6 +94,7 @@ async def _stream_lines(
     prepared: PreparedRequest,
     first: GenerationOutput | None,
     outputs: EngineOutputs,
+    timer: StreamTimer,
 ) -> AsyncIterator[str]:
     """NDJSON lines, with keepalives while the engine is quiet; an engine failure mid-stream becomes
     a final error line, never a cut stream."""
@@ -174,6 +108,7 @@ async def _stream_lines(
                 yield KEEPALIVE_LINE
                 continue
             last = output
+            timer.tokens(output.num_new_tokens)
             yield _chunk(output, prepared, tokenizer, first=not sent_any).model_dump_json() + "\n"
             sent_any = True
     except StopAsyncIteration:
@@ -189,7 +124,10 @@ async def _stream_lines(
         # Runs on normal end and when the gateway disconnects: closing the engine's iterator aborts it.
         await outputs.aclose()
         runtime.in_flight -= 1
-        if (last is None or last.finish_reason is None) and not failed:
+        reason = "error" if failed else (last.finish_reason if last and last.finish_reason else "abort")
+        if runtime.metrics is not None:
+            runtime.metrics.finished(timer, reason)
+        if reason == "abort":
             produced = last.num_output_tokens if last else 0
             logger.info("request %s aborted after %d tokens: the client went away", request_id, produced)
 
@@ -200,6 +138,8 @@ def register_routes(app: FastAPI) -> None:
         runtime: WorkerRuntime = request.app.state.worker
         runtime.check_accepting(body.model, body.tenant)
         engine = runtime.generation_engine()
+        metrics: WorkerMetrics = request.app.state.worker_metrics
+        timer = metrics.timer()
         prepared = prepare(body, engine.tokenizer, engine.context_length)
         outputs = EngineOutputs(engine.generate(body.request_id, prepared.prompt_token_ids, prepared.params))
         runtime.in_flight += 1
@@ -212,7 +152,8 @@ def register_routes(app: FastAPI) -> None:
             await outputs.aclose()
             raise
         return ClosingStreamingResponse(
-            _stream_lines(runtime, body.request_id, prepared, first, outputs), media_type="application/x-ndjson"
+            _stream_lines(runtime, body.request_id, prepared, first, outputs, timer),
+            media_type="application/x-ndjson",
         )
 
     @app.post("/abort")
@@ -260,7 +201,8 @@ def register_routes(app: FastAPI) -> None:
     async def engine_stats(request: Request) -> dict[str, object]:
         """The engine's own counters (KV blocks, cache hits...) for operators and soak tests."""
         runtime: WorkerRuntime = request.app.state.worker
-        return dataclasses.asdict(runtime.engine.stats())
+        stats = runtime.stats()
+        return dataclasses.asdict(stats) if stats is not None else {"loading": runtime.loading_reason()}
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -271,32 +213,91 @@ def register_routes(app: FastAPI) -> None:
         runtime: WorkerRuntime = request.app.state.worker
         status = runtime.status()
         if status.state is not WorkerState.HEALTHY:
-            return JSONResponse({"status": status.state.value, "reason": status.reason}, status_code=503)
+            body = {"status": status.state.value, "reason": status.reason}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
         return JSONResponse({"status": "ready"})
 
 
-def create_app(runtime: WorkerRuntime, cluster_token: str | None) -> FastAPI:
-    """The worker app; its lifespan starts the engine, then registers and heartbeats."""
+def create_app(
+    runtime: WorkerRuntime,
+    cluster_token: str | None,
+    *,
+    loader: Loader | None = None,
+    on_load_failed: Callable[[ModelLoadError], None] | None = None,
+    metrics: MetricsConfig | None = None,
+    admin_key: str | None = None,
+) -> FastAPI:
+    """The worker app; its lifespan registers and heartbeats at once, then starts the engine.
+
+    With `loader`, the model loads in a thread after the worker registered as `loading`; a failure
+    is logged and handed to `on_load_failed` (which stops the process).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.engine.start()
         async with httpx.AsyncClient(headers=cluster_headers(cluster_token)) as client:
             runtime.heartbeat = Heartbeat(
                 client, runtime.config.controller, runtime.status, runtime.config.heartbeat_interval
             )
+            if runtime.engine is not None:
+                await _started(runtime)
             runtime.heartbeat.start()
+            loading = asyncio.create_task(_load(runtime, loader, on_load_failed)) if loader else None
             started = time.monotonic()
-            logger.info("worker %s serving %s at %s", runtime.worker_id, runtime.model_names, runtime.config.address())
             yield
+            if loading is not None:
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
             await runtime.heartbeat.stop()
             await runtime.heartbeat.unregister(runtime.worker_id)
             logger.info("worker %s stopped after %.0f s", runtime.worker_id, time.monotonic() - started)
-        await runtime.engine.shutdown()
+        if runtime.engine is not None:
+            await runtime.engine.shutdown()
 
     app = FastAPI(title="tokenyard worker", lifespan=lifespan)
     app.state.worker = runtime
+    registry = new_registry()
+    snapshot = WorkerSnapshot(
+        runtime.stats,
+        lambda: runtime.status().state,
+        device=lambda: runtime.device,
+        quantization=lambda: runtime.quantization,
+        queue_capacity=runtime.config.max_queue_length,
+    )
+    runtime.metrics = app.state.worker_metrics = WorkerMetrics(registry, runtime.model_names[0], snapshot)
+    install_metrics_endpoint(app, registry, metrics or MetricsConfig(), admin_key)
     install_error_handlers(app)
     register_routes(app)
     app.add_middleware(ClusterAuthMiddleware, token=cluster_token)
     return app
+
+
+async def _started(runtime: WorkerRuntime) -> None:
+    """Start the loaded engine and hook its metrics up."""
+    assert runtime.engine is not None
+    await runtime.engine.start()
+    if runtime.metrics is not None:
+        runtime.metrics.watch_engine(runtime.engine)
+        register_accelerator_metrics(runtime.metrics.registry, on_cuda=runtime.device == "cuda")
+    logger.info("worker %s serving %s at %s", runtime.worker_id, runtime.model_names, runtime.config.address())
+
+
+async def _load(runtime: WorkerRuntime, loader: Loader, on_failed: Callable[[ModelLoadError], None] | None) -> None:
+    def progress(what: str) -> None:
+        runtime.loading, runtime.loading_since = what, time.monotonic()
+        logger.info("%s", what)
+
+    try:
+        engine, kind = await asyncio.to_thread(loader, progress)
+    except Exception as exc:  # any failure ends the worker with one line, not a worker stuck loading
+        failure = exc if isinstance(exc, ModelLoadError) else ModelLoadError(f"loading the model failed: {exc}")
+        if not isinstance(exc, ModelLoadError):
+            logger.exception("loading the model failed")
+        logger.error("%s", failure)
+        if on_failed is not None:
+            on_failed(failure)
+        return
+    runtime.engine, runtime.kind = engine, kind
+    await _started(runtime)
+    if runtime.heartbeat is not None:
+        await runtime.heartbeat.beat()  # healthy now: say so without waiting for the next interval
