@@ -2,8 +2,8 @@
 the tile layout, and the native K-quant kernel against the product of the dequantised weights with
 activations quantised as llama.cpp's Q8_K.
 
-The kernels are single-threaded (no thread pool in engine/native yet), so one thread count is tested.
-The kernel tests skip, with the reason, where the native kernels cannot be built.
+The kernel tests run at 1 and 2 threads of the kernels' pool (the `kernel_threads` fixture) and skip,
+with the reason, where the native kernels cannot be built.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ def kquant_layer(parts: list[tuple[int, int]], k: int, dtype: torch.dtype) -> tu
 @pytest.mark.parametrize("ggml_type", [Q4_K, Q5_K, Q6_K])
 @pytest.mark.parametrize("rows", [1, 3, 8, 13])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernel_matches_the_dequantised_product(ggml_type: int, rows: int, dtype: torch.dtype) -> None:
+def test_kernel_matches_the_dequantised_product(
+    ggml_type: int, rows: int, dtype: torch.dtype, kernel_threads: int
+) -> None:
     layer, weight = kquant_layer([(ggml_type, 48)], 512, dtype)
     x = torch.randn(rows, 512, generator=torch.Generator().manual_seed(rows)).to(dtype)
     out = layer(x)
@@ -118,7 +120,7 @@ def test_kernel_matches_the_dequantised_product(ggml_type: int, rows: int, dtype
 
 
 @needs_native
-def test_a_fused_layer_may_mix_types_tile_by_tile() -> None:
+def test_a_fused_layer_may_mix_types_tile_by_tile(kernel_threads: int) -> None:
     parts = [(Q4_K, 32), (Q6_K, 16), (Q5_K, 16)]
     layer, weight = kquant_layer(parts, 256, torch.float32)
     x = torch.randn(5, 256, generator=torch.Generator().manual_seed(7))
@@ -151,3 +153,19 @@ def test_block32_files_run_exactly_on_the_block_kernel(ggml_type: int) -> None:
     # is within 0.1% of the exact product, where q8_0 activations alone are ~1% off
     torch.testing.assert_close(layer(x).double(), expected, rtol=0, atol=1e-3 * expected.abs().max().item())
     assert (q8_0(x).double() @ weight.T - expected).abs().max() > (layer(x).double() - expected).abs().max()
+
+
+@needs_native
+def test_two_threads_give_the_same_bits_as_one() -> None:
+    lib = native.kernels()
+    assert lib is not None
+    layer, _ = kquant_layer([(Q4_K, 512), (Q6_K, 256), (Q5_K, 256)], 512, torch.bfloat16)  # 64 tiles
+    x = torch.randn(19, 512).to(torch.bfloat16)
+    try:
+        lib.native_set_threads(1)
+        alone = layer(x)
+        lib.native_set_threads(2)
+        shared = [layer(x) for _ in range(3)]
+    finally:
+        lib.native_set_threads(1)
+    assert all(torch.equal(alone, out) for out in shared)  # each tile computed whole by one thread

@@ -19,13 +19,14 @@
 // for Q5_K one and for Q6_K two bit planes of the high bits: per vector j and plane p two 64-bit masks
 // (low nibbles, high nibbles), bit i set where byte i's q has bit 4 + p.
 //
-// Plain C ABI (called through ctypes), single-threaded like blockq.cpp.
+// Plain C ABI (called through ctypes); output tiles split over the kernels' thread pool (pool.h).
 
 #include <string.h>
 
 #include <vector>
 
 #include "kernels.h"
+#include "pool.h"
 #include "simd.h"
 
 namespace {
@@ -197,14 +198,20 @@ void kquant_linear(const uint8_t* weights, const int64_t* tiles, int64_t n, int6
         result.resize(tokens * n);
         target = result.data();
     }
-    for (int64_t i = 0; i < n / kTile; ++i) {
-        const uint8_t* w = weights + (tiles[i] & ((int64_t{1} << 56) - 1));
-        switch (static_cast<int>(tiles[i] >> 56)) {
-            case kQ4K: tile<kQ4K>(w, a, tokens, n, i * kTile, target); break;
-            case kQ5K: tile<kQ5K>(w, a, tokens, n, i * kTile, target); break;
-            default: tile<kQ6K>(w, a, tokens, n, i * kTile, target); break;
+    // Output tiles split over the pool's threads; each tile is computed whole by one, so any thread
+    // count gives the same bits.
+    const int64_t count = n / kTile;
+    const int64_t grain = count / (8 * pool::threads()) > 1 ? count / (8 * pool::threads()) : 1;
+    pool::parallel_for(count, grain, [&](int64_t first, int64_t last) {
+        for (int64_t i = first; i < last; ++i) {
+            const uint8_t* w = weights + (tiles[i] & ((int64_t{1} << 56) - 1));
+            switch (static_cast<int>(tiles[i] >> 56)) {
+                case kQ4K: tile<kQ4K>(w, a, tokens, n, i * kTile, target); break;
+                case kQ5K: tile<kQ5K>(w, a, tokens, n, i * kTile, target); break;
+                default: tile<kQ6K>(w, a, tokens, n, i * kTile, target); break;
+            }
         }
-    }
+    });
     if (out_bf16) {
         uint16_t* o = static_cast<uint16_t*>(out);
         for (int64_t i = 0; i < tokens * n; i += 16) simd::store16(o + i, _mm512_loadu_ps(target + i));
