@@ -120,6 +120,20 @@ class QuotaExceededError(TokenyardError):
     default_code = ErrorCode.QUOTA_EXCEEDED
 
 
+class ConflictError(TokenyardError):
+    """What the request would create exists already (a tenant of that name)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+
+
+class NotFoundError(TokenyardError):
+    """An admin operation names something that does not exist (a key prefix)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
 class OverloadedError(TokenyardError):
     status_code = 429
     error_type = "rate_limit_error"

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text, update
 
-from tokenyard.errors import AuthenticationError, InvalidRequestError
+from tokenyard.errors import AuthenticationError, ConflictError, InvalidRequestError, NotFoundError
 from tokenyard.governance import keys, tenants
 from tokenyard.governance.keys import KeySettings
-from tokenyard.governance.tenants import ConflictError, NotFoundError, TenantSettings
+from tokenyard.governance.tenants import TenantSettings
 from tokenyard.governance.verifier import KeyVerifier
 from tokenyard.store import ApiKey, Store
 from tokenyard.store.models import utcnow

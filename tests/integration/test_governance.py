@@ -171,6 +171,24 @@ def test_a_key_revoked_in_the_store_alone_is_refused_within_the_poll(governed: G
     assert time.monotonic() - started < 2.0  # the poll runs every second
 
 
+def test_keys_appear_in_no_log_and_no_command_line(governed: Governed) -> None:
+    created = keys.create_key(governed.store, KeySettings(tenant="quiet", models=["tiny-chat"]))
+    revoked = keys.create_key(governed.store, KeySettings(tenant="quiet"))
+    keys.revoke_key(governed.store, revoked.prefix)
+    for gateway in governed.gateways:
+        assert chat(gateway.url, created.key).status_code == 200
+        assert chat(gateway.url, created.key, "private-b").status_code == 404
+        assert chat(gateway.url, revoked.key).status_code == 401
+        assert chat(gateway.url, created.key[:-3] + "xyz").status_code == 401
+    services = [*(g.service for g in governed.gateways), *governed.cluster.workers.values()]
+    for service in services:
+        assert service.process is not None
+        command_line = Path(f"/proc/{service.process.pid}/cmdline").read_bytes().decode(errors="replace")
+        log = service.log_path.read_text(errors="replace")  # the whole log, not only its tail
+        for secret in (created.key[keys.PREFIX_LENGTH :], revoked.key[keys.PREFIX_LENGTH :], ADMIN_KEY):
+            assert secret not in log and secret not in command_line
+
+
 async def fire(urls: list[str], key: str, count: int) -> list[httpx.Response]:
     body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     async with httpx.AsyncClient(timeout=60) as client:

@@ -13,14 +13,14 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tokenyard.errors import InvalidRequestError
+from tokenyard.errors import InvalidRequestError, NotFoundError
 from tokenyard.governance.tenants import (
-    NotFoundError,
     bump_access_version,
     check_networks,
     ensure_tenant,
@@ -29,6 +29,7 @@ from tokenyard.governance.tenants import (
 from tokenyard.store import ApiKey, Store, Tenant
 from tokenyard.store.models import utcnow
 
+KeyState = Literal["active", "expired", "revoked"]
 KEY_PREFIX = "ty-"
 SECRET_BYTES = 32  # 256 bits
 PREFIX_CHARS = 8  # public characters after "ty-"
@@ -83,7 +84,7 @@ class KeyView(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
-    state: str = Field(description="active, expired or revoked")
+    state: KeyState
 
     @classmethod
     def of(cls, key: ApiKey, now: datetime) -> KeyView:
@@ -102,7 +103,7 @@ class KeyView(BaseModel):
         )
 
 
-def key_state(key: ApiKey, now: datetime) -> str:
+def key_state(key: ApiKey, now: datetime) -> KeyState:
     if key.revoked_at is not None:
         return "revoked"
     if key.expires_at is not None and key.expires_at <= now:

@@ -13,23 +13,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tokenyard.errors import InvalidRequestError, TokenyardError
+from tokenyard.errors import ConflictError, InvalidRequestError
 from tokenyard.governance.networks import normalise_networks
 from tokenyard.store import Counter, Store, Tenant
 
 ACCESS_COUNTER = "access"
 ANY_MODEL = "*"
 MAX_NAME_LENGTH = 128
-
-
-class ConflictError(TokenyardError):
-    status_code = 409
-    error_type = "invalid_request_error"
-
-
-class NotFoundError(TokenyardError):
-    status_code = 404
-    error_type = "invalid_request_error"
 
 
 class TenantSettings(BaseModel):
