@@ -20,6 +20,8 @@ from tokenyard.config import Settings, load_settings
 from tokenyard.errors import ConfigError, ModelLoadError, StoreError
 from tokenyard.governance.command import keys as keys_command
 from tokenyard.governance.command import tenants as tenants_command
+from tokenyard.governance.report_command import logs as logs_command
+from tokenyard.governance.report_command import usage as usage_command
 from tokenyard.protocol.internal import DispatchPolicy, WorkerList
 from tokenyard.store.command import db as db_command
 from tokenyard.web import cluster_headers
@@ -234,6 +236,8 @@ cli.add_command(bench_command, name="bench")
 cli.add_command(db_command, name="db")
 cli.add_command(keys_command, name="keys")
 cli.add_command(tenants_command, name="tenants")
+cli.add_command(usage_command, name="usage")
+cli.add_command(logs_command, name="logs")
 
 
 def main() -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from tests.integration.processes import Cluster, Service, free_port
+from tests.integration.processes import Cluster, Service, free_port, wait_until
 from tokenyard.store import Store
 
 
@@ -43,5 +42,9 @@ class GovernedGateway:
         return httpx.post(f"{self.url}/v1/chat/completions", json=body | fields, headers=headers, timeout=60)
 
 
-def journal_dir(home: Path, port: int) -> Path:
-    return home / "journal" / f"gateway-{port}"
+def wait_for_models(gateway: GovernedGateway) -> None:
+    def ready() -> bool:
+        response = httpx.get(f"{gateway.url}/v1/models", timeout=5)
+        return response.status_code == 200 and bool(response.json()["data"])
+
+    assert wait_until(ready, timeout=30), gateway.service.logs()

@@ -7,42 +7,20 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 from sqlalchemy import select
 
-from tests.integration.governed import GovernedGateway, migrate
+from tests.integration.governed import GovernedGateway, migrate, wait_for_models
 from tests.integration.processes import Cluster, wait_until
 from tokenyard.governance.quota_admin import QuotaChange, set_quota
 from tokenyard.store import Store, UsageDaily, UsageRow
 
 REDIS_URL = os.environ.get("TOKENYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PRICES = {"tiny-chat": {"per_call": "0.001", "per_1k_prompt": "0.5", "per_1k_completion": "1.5"}}
-
-
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model_dir: Path) -> Iterator[Cluster]:
-    """A controller and one tiny chat worker; each test starts its own gateways in front of them."""
-    cluster = Cluster(tmp_path_factory.mktemp("metering-logs"), tmp_path_factory.mktemp("metering-home"))
-    try:
-        cluster.start_controller()
-        cluster.start_worker("chat", str(tiny_chat_model_dir), "--model-name", "tiny-chat")
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-def wait_for_models(gateway: GovernedGateway) -> None:
-    def ready() -> bool:
-        response = httpx.get(f"{gateway.url}/v1/models", timeout=5)
-        return response.status_code == 200 and bool(response.json()["data"])
-
-    assert wait_until(ready, timeout=30), gateway.service.logs()
 
 
 async def fire(urls: list[str], count: int) -> list[httpx.Response]:
@@ -59,11 +37,11 @@ def stored_usage(store: Store) -> list[UsageRow]:
         return list(session.scalars(select(UsageRow)))
 
 
-def test_fifty_at_once_against_a_quota_of_five_calls(workers: Cluster, database_url: str) -> None:
+def test_fifty_at_once_against_a_quota_of_five_calls(cluster: Cluster, database_url: str) -> None:
     migrate(database_url)
     store = Store(database_url)
     set_quota(store, "tenant", "default", QuotaChange(calls=5, period="day"))
-    gateway = GovernedGateway(workers, "gateway-quota", database_url, billing={"prices": PRICES}).start()
+    gateway = GovernedGateway(cluster, "gateway-quota", database_url, billing={"prices": PRICES}).start()
     try:
         wait_for_models(gateway)
         responses = asyncio.run(fire([gateway.url], 50))
@@ -86,7 +64,7 @@ def test_fifty_at_once_against_a_quota_of_five_calls(workers: Cluster, database_
         store.close()
 
 
-def test_two_gateways_sharing_redis_admit_exactly_five(workers: Cluster, sqlite_url: str) -> None:
+def test_two_gateways_sharing_redis_admit_exactly_five(cluster: Cluster, sqlite_url: str) -> None:
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
@@ -97,7 +75,7 @@ def test_two_gateways_sharing_redis_admit_exactly_five(workers: Cluster, sqlite_
     store = Store(sqlite_url)
     set_quota(store, "tenant", "default", QuotaChange(calls=5, period="day"))
     shared = {"redis": {"url": REDIS_URL, "key_prefix": prefix}}
-    gateways = [GovernedGateway(workers, f"gateway-redis-{n}", sqlite_url, **shared).start() for n in range(2)]
+    gateways = [GovernedGateway(cluster, f"gateway-redis-{n}", sqlite_url, **shared).start() for n in range(2)]
     try:
         for gateway in gateways:
             wait_for_models(gateway)
@@ -113,10 +91,10 @@ def test_two_gateways_sharing_redis_admit_exactly_five(workers: Cluster, sqlite_
         store.close()
 
 
-def test_a_streaming_client_that_leaves_is_billed_for_what_it_received(workers: Cluster, sqlite_url: str) -> None:
+def test_a_streaming_client_that_leaves_is_billed_for_what_it_received(cluster: Cluster, sqlite_url: str) -> None:
     migrate(sqlite_url)
     store = Store(sqlite_url)
-    gateway = GovernedGateway(workers, "gateway-cut", sqlite_url, billing={"prices": PRICES}).start()
+    gateway = GovernedGateway(cluster, "gateway-cut", sqlite_url, billing={"prices": PRICES}).start()
     try:
         wait_for_models(gateway)
         body = {

@@ -18,6 +18,7 @@ import redis
 from tokenyard.config import Settings
 from tokenyard.gateway.outcome import OutcomeListeners
 from tokenyard.governance.billing import PriceTable
+from tokenyard.governance.conversations import delete_older_than
 from tokenyard.governance.journal import Journal
 from tokenyard.governance.jsonl_sink import DailyJsonlSink
 from tokenyard.governance.metering_config import LogsConfig
@@ -29,6 +30,7 @@ from tokenyard.protocol.outcome import RequestOutcome
 from tokenyard.store import Store
 
 logger = logging.getLogger(__name__)
+RETENTION_INTERVAL = 3600.0  # seconds between retention passes
 METERED_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
 
@@ -39,7 +41,9 @@ class Metering:
     quotas: QuotaService | None
     logs: LogsConfig
     drain_timeout: float
+    store: Store
     runner: asyncio.Task[None] | None = None
+    pruner: asyncio.Task[None] | None = None
 
     async def on_outcome(self, outcome: RequestOutcome) -> None:
         """Journal the call's usage record (and conversation); returns once it is on disk."""
@@ -60,12 +64,26 @@ class Metering:
         listeners.keep_content = listeners.keep_content or self.logs.enabled
         listeners.add(self.on_outcome)
         self.runner = asyncio.create_task(self.pipeline.run())
+        if self.logs.retention_days is not None:
+            self.pruner = asyncio.create_task(self.prune_forever(self.logs.retention_days))
+
+    async def prune_forever(self, days: int) -> None:
+        """Delete conversations past `logs.retention_days`, at start and then every RETENTION_INTERVAL."""
+        while True:
+            try:
+                removed = await asyncio.to_thread(delete_older_than, self.store, days, self.logs.retention_batch)
+                if removed:
+                    logger.info("retention: deleted %d conversations older than %d days", removed, days)
+            except Exception as exc:
+                logger.warning("retention pass failed (%s); trying again later", exc)
+            await asyncio.sleep(RETENTION_INTERVAL)
 
     async def stop(self) -> None:
         """Write what the journal holds (bounded by drain_timeout), then stop the writer."""
-        if self.runner is not None:
-            self.runner.cancel()
-            await asyncio.gather(self.runner, return_exceptions=True)
+        for task in (self.runner, self.pruner):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if not await self.pipeline.drain(self.drain_timeout):
             logger.warning(
                 "stopping with %d bytes of records in the journal %s: they are written at the next start",
@@ -87,9 +105,12 @@ def build_metering(settings: Settings, store: Store) -> Metering:
     jsonl = DailyJsonlSink(logs.jsonl_dir, logs.jsonl_keep_days) if logs.enabled and logs.jsonl_dir else None
     from tokenyard.governance.usage_writer import StoreWriter  # the ORM only where metering is on
 
-    pipeline = JournalPipeline(Journal(journal_dir), StoreWriter(store, jsonl), batch_size=config.batch_size)
+    writer = StoreWriter(store, jsonl, rejected=journal_dir / "rejected.jsonl")
+    pipeline = JournalPipeline(Journal(journal_dir), writer, batch_size=config.batch_size)
     backlog = pipeline.journal.backlog()
     if backlog:
         logger.info("journal %s holds %d bytes from an earlier run; writing them now", journal_dir, backlog)
     quotas = QuotaService(store, quota_counters(settings, store)) if config.quotas else None
-    return Metering(PriceTable(settings.billing), pipeline, quotas, logs, config.drain_timeout)
+    if quotas is not None:
+        quotas.refresh()  # the store is up at start (its schema was checked): know every quota from now on
+    return Metering(PriceTable(settings.billing), pipeline, quotas, logs, config.drain_timeout, store)

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -90,30 +90,36 @@ class Counters(Protocol):
 
 
 class QuotaService:
-    """Looks quotas up (cached briefly) and reserves, settles and releases against the counters."""
+    """Knows every quota (the whole table, re-read every `cache_seconds`) and reserves, settles and
+    releases against the counters. Between re-reads, and while the store is unreachable, the last
+    table read holds: a tenant without a quota is served through a database outage."""
 
     def __init__(self, store: Store, counters: Counters, cache_seconds: float = 2.0) -> None:
         self.store = store
         self.counters = counters
         self._cache_seconds = cache_seconds
-        self._cache: dict[tuple[str, str | None], tuple[float, list[QuotaSpec]]] = {}
+        self._quotas: dict[tuple[str, str], QuotaSpec] | None = None
+        self._read_at = -float("inf")
         self._lock = threading.Lock()
 
+    def refresh(self) -> None:
+        """Read the quotas table now (raises if the store cannot be reached)."""
+        quotas = read_all_quotas(self.store)
+        with self._lock:
+            self._quotas, self._read_at = quotas, time.monotonic()
+
     def specs_for(self, tenant: str, key_prefix: str | None) -> list[QuotaSpec]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get((tenant, key_prefix))
-        if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
-        try:
-            specs = read_quotas(self.store, tenant, key_prefix)
-        except Exception:
-            if cached is None:
-                raise
-            return cached[1]  # the store is away: the last known quotas still hold
-        with self._lock:
-            self._cache[(tenant, key_prefix)] = (now, specs)
-        return specs
+        if time.monotonic() - self._read_at >= self._cache_seconds:
+            try:
+                self.refresh()
+            except Exception:
+                if self._quotas is None:
+                    raise
+                self._read_at = time.monotonic()  # try again after another interval, not on every call
+                logger.warning("quotas table unreachable; using the copy read before")
+        quotas = self._quotas or {}
+        found = [quotas.get(("tenant", tenant)), quotas.get(("key", key_prefix or ""))]
+        return [spec for spec in found if spec is not None]
 
     def reserve(
         self, tenant: str, key_prefix: str | None, amounts: Amounts, now: datetime | None = None
@@ -140,22 +146,16 @@ class QuotaService:
         reservation.done = True
         self.counters.adjust(reservation.targets, actual.minus(reservation.amounts))
 
-    def forget_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
 
-
-def read_quotas(store: Store, tenant: str, key_prefix: str | None) -> list[QuotaSpec]:
-    wanted = [(QuotaRow.scope == "tenant") & (QuotaRow.subject == tenant)]
-    if key_prefix:
-        wanted.append((QuotaRow.scope == "key") & (QuotaRow.subject == key_prefix))
+def read_all_quotas(store: Store) -> dict[tuple[str, str], QuotaSpec]:
+    """Every quota with at least one limit, by (scope, subject)."""
     with store.session() as session:
-        rows = session.scalars(select(QuotaRow).where(or_(*wanted))).all()
-        return [
-            QuotaSpec(r.scope, r.subject, r.period, r.max_calls, r.max_tokens, r.max_cost_micros)  # type: ignore[arg-type]
+        rows = session.scalars(select(QuotaRow)).all()
+        return {
+            (r.scope, r.subject): QuotaSpec(r.scope, r.subject, r.period, r.max_calls, r.max_tokens, r.max_cost_micros)  # type: ignore[arg-type]
             for r in rows
             if r.max_calls is not None or r.max_tokens is not None or r.max_cost_micros is not None
-        ]
+        }
 
 
 class _Refused(Exception):

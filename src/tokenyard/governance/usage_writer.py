@@ -9,13 +9,18 @@ adds atomically even when two gateways write the same tenant, model and day at o
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from tokenyard.governance.jsonl_sink import DailyJsonlSink
@@ -23,6 +28,8 @@ from tokenyard.governance.quotas import to_micros
 from tokenyard.governance.records import ConversationRecord, UsageRecord
 from tokenyard.store import ConversationRow, Store, UsageDaily, UsageRow
 
+logger = logging.getLogger(__name__)
+REFUSED = (DataError, IntegrityError, ValueError)  # the record's content, not the database's health
 ROLLUP_KEY = ("day", "tenant", "model", "key_prefix")
 ROLLUP_SUMS = (
     "requests",
@@ -53,7 +60,8 @@ def conversation_row(record: ConversationRecord) -> ConversationRow:
         status=record.status,
         store_content=record.store_content,
         record=record.model_dump(mode="json"),
-        search_text=record.searchable_text() if record.store_content == "full" else "",
+        # PostgreSQL's text cannot hold NUL, which a model may well generate.
+        search_text=record.searchable_text().replace("\x00", "\ufffd") if record.store_content == "full" else "",
     )
 
 
@@ -86,13 +94,39 @@ def add_to_rollup(session: Session, key: tuple[date, str, str, str], sums: dict[
 
 
 class StoreWriter:
-    """Called by the journal pipeline (in a thread) with a batch of journal entries."""
+    """Called by the journal pipeline (in a thread) with a batch of journal entries.
 
-    def __init__(self, store: Store, jsonl: DailyJsonlSink | None = None) -> None:
+    An unreachable database raises, and the pipeline retries the batch later. An entry the
+    database refuses for its content (a data or integrity error) must not block the journal for
+    ever: the batch is then written entry by entry, and an entry refused alone is set aside in
+    `rejected` (a JSON-lines file beside the journal) with an error in the log.
+    """
+
+    def __init__(self, store: Store, jsonl: DailyJsonlSink | None = None, rejected: Path | None = None) -> None:
         self.store = store
         self.jsonl = jsonl
+        self.rejected = rejected
 
     def __call__(self, entries: list[dict[str, Any]]) -> None:
+        try:
+            self.write(entries)
+        except REFUSED:
+            for entry in entries:
+                try:
+                    self.write([entry])
+                except REFUSED as exc:
+                    self._set_aside(entry, exc)
+
+    def _set_aside(self, entry: dict[str, Any], error: Exception) -> None:
+        logger.error("the database refused a record (%s); kept in %s", str(error).splitlines()[0], self.rejected)
+        if self.rejected is None:
+            return
+        with self.rejected.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write(self, entries: list[dict[str, Any]]) -> None:
         usage = _unique(UsageRecord.model_validate(e["usage"]) for e in entries if e.get("usage"))
         conversations = _unique(
             ConversationRecord.model_validate(e["conversation"]) for e in entries if e.get("conversation")
