@@ -10,7 +10,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tokenyard.governance.journal import Journal, Record
+import pytest
+
+from tokenyard.governance.journal import Journal, JournalBusyError, Record
 from tokenyard.governance.pipeline import JournalPipeline
 
 
@@ -31,6 +33,7 @@ def test_records_come_back_in_order_across_segments_and_spent_segments_go(tmp_pa
     journal.commit(cursor)
     assert journal.pending(10)[0] == [] and journal.backlog() == 0
     assert len(journal.segments()) == 1  # only the active segment is left
+    journal.close()
 
 
 def test_uncommitted_records_are_read_again_after_reopening(tmp_path: Path) -> None:
@@ -39,8 +42,9 @@ def test_uncommitted_records_are_read_again_after_reopening(tmp_path: Path) -> N
     _, cursor = journal.pending(4)
     journal.commit(cursor)
     journal.pending(4)  # taken but never committed: the consumer died before storing them
-    reopened = Journal(tmp_path)
-    assert ids(reopened.pending(100)[0]) == list(range(4, 10))
+    journal.close()
+    with Journal(tmp_path) as reopened:
+        assert ids(reopened.pending(100)[0]) == list(range(4, 10))
 
 
 def test_a_line_torn_by_a_crash_is_cut_and_appends_continue_cleanly(tmp_path: Path) -> None:
@@ -48,9 +52,18 @@ def test_a_line_torn_by_a_crash_is_cut_and_appends_continue_cleanly(tmp_path: Pa
     journal.append([{"n": 1}])
     with (tmp_path / "seg-00000001.jsonl").open("ab") as handle:
         handle.write(b'{"n": 2, "tex')  # the process died mid-write
-    reopened = Journal(tmp_path)
-    reopened.append([{"n": 3}])
-    assert ids(reopened.pending(10)[0]) == [1, 3]
+    journal.close()
+    with Journal(tmp_path) as reopened:
+        reopened.append([{"n": 3}])
+        assert ids(reopened.pending(10)[0]) == [1, 3]
+
+
+def test_a_journal_belongs_to_one_process_at_a_time(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    with pytest.raises(JournalBusyError):
+        Journal(tmp_path)
+    journal.close()
+    Journal(tmp_path).close()  # free again once closed
 
 
 def test_records_survive_a_sigkill_right_after_append(tmp_path: Path) -> None:
@@ -67,7 +80,8 @@ def test_records_survive_a_sigkill_right_after_append(tmp_path: Path) -> None:
     )
     process = subprocess.run([sys.executable, "-c", script], env=os.environ.copy(), timeout=60)
     assert process.returncode == -signal.SIGKILL
-    assert ids(Journal(tmp_path).pending(100)[0]) == list(range(20))
+    with Journal(tmp_path) as reopened:  # the kernel released the dead process's lock
+        assert ids(reopened.pending(100)[0]) == list(range(20))
 
 
 class FlakySink:
@@ -94,6 +108,7 @@ async def test_the_pipeline_keeps_accepting_while_the_sink_is_down_then_delivers
     await asyncio.gather(*(pipeline.append({"n": n}) for n in range(50)))  # group-committed, all on disk
     assert await pipeline.drain(timeout=10)
     runner.cancel()
+    pipeline.journal.close()
     assert sorted(sink.stored) == list(range(50)) and sink.calls > 3
     assert pipeline.failures == 0 and pipeline.journal.backlog() == 0
 
@@ -103,5 +118,7 @@ async def test_drain_on_shutdown_reports_a_sink_that_stays_down(tmp_path: Path) 
     pipeline = JournalPipeline(Journal(tmp_path), sink)
     await pipeline.append({"n": 1})
     assert not await pipeline.drain(timeout=0.3)
+    pipeline.journal.close()
     # Nothing is lost: the next start finds the record waiting.
-    assert ids(Journal(tmp_path).pending(10)[0]) == [1]
+    with Journal(tmp_path) as reopened:
+        assert ids(reopened.pending(10)[0]) == [1]

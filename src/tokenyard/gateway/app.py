@@ -17,6 +17,7 @@ from tokenyard.config import Settings
 from tokenyard.gateway.access import governance
 from tokenyard.gateway.admin import router as admin_router
 from tokenyard.gateway.admin_cluster import router as admin_cluster_router
+from tokenyard.gateway.admin_usage import router as admin_usage_router
 from tokenyard.gateway.auth import AdminAuthMiddleware, KeyAuthMiddleware
 from tokenyard.gateway.client_address import ClientAddressMiddleware, PrincipalNetworksMiddleware
 from tokenyard.gateway.generation import GenerationService
@@ -188,6 +189,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     install_webui(app)
     app.include_router(admin_router)
     app.include_router(admin_cluster_router)
+    app.include_router(admin_usage_router)
     drop_validation_error_schemas(app)
     return app
 

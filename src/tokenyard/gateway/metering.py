@@ -10,6 +10,7 @@ up to `metering.drain_timeout` seconds; what is left is written at the next star
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from tokenyard.config import Settings
 from tokenyard.gateway.outcome import OutcomeListeners
 from tokenyard.governance.billing import PriceTable
 from tokenyard.governance.conversations import delete_older_than
-from tokenyard.governance.journal import Journal
+from tokenyard.governance.journal import Journal, JournalBusyError
 from tokenyard.governance.jsonl_sink import DailyJsonlSink
 from tokenyard.governance.metering_config import LogsConfig
 from tokenyard.governance.pipeline import JournalPipeline
@@ -30,6 +31,7 @@ from tokenyard.protocol.outcome import RequestOutcome
 from tokenyard.store import Store
 
 logger = logging.getLogger(__name__)
+MAX_JOURNALS = 16  # journal directories tried when several processes share a port and a database
 RETENTION_INTERVAL = 3600.0  # seconds between retention passes
 METERED_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
@@ -90,6 +92,7 @@ class Metering:
                 self.pipeline.journal.backlog(),
                 self.pipeline.journal.directory,
             )
+        self.pipeline.journal.close()
 
 
 def quota_counters(settings: Settings, store: Store) -> Counters:
@@ -98,15 +101,32 @@ def quota_counters(settings: Settings, store: Store) -> Counters:
     return SqlCounters(store)
 
 
+def open_journal(settings: Settings, store: Store) -> Journal:
+    """The configured journal, or by default one per gateway port and database under HOME/journal:
+    records journaled for one database are only ever written to that database. A directory another
+    live process holds is skipped for the next free one (`-2`, `-3`, ...)."""
+    if settings.metering.journal_dir is not None:
+        return Journal(settings.metering.journal_dir)
+    database = hashlib.sha256(store.describe().encode()).hexdigest()[:8]
+    base = settings.home_dir() / "journal" / f"gateway-{settings.gateway.port}-{database}"
+    for n in range(1, MAX_JOURNALS + 1):
+        try:
+            return Journal(base if n == 1 else base.with_name(f"{base.name}-{n}"))
+        except JournalBusyError:
+            continue
+    raise JournalBusyError(f"every journal directory {base}[-N] is in use")
+
+
 def build_metering(settings: Settings, store: Store) -> Metering:
     config = settings.metering
-    journal_dir = config.journal_dir or settings.home_dir() / "journal" / f"gateway-{settings.gateway.port}"
+    journal = open_journal(settings, store)
+    journal_dir = journal.directory
     logs = settings.logs
     jsonl = DailyJsonlSink(logs.jsonl_dir, logs.jsonl_keep_days) if logs.enabled and logs.jsonl_dir else None
     from tokenyard.governance.usage_writer import StoreWriter  # the ORM only where metering is on
 
     writer = StoreWriter(store, jsonl, rejected=journal_dir / "rejected.jsonl")
-    pipeline = JournalPipeline(Journal(journal_dir), writer, batch_size=config.batch_size)
+    pipeline = JournalPipeline(journal, writer, batch_size=config.batch_size)
     backlog = pipeline.journal.backlog()
     if backlog:
         logger.info("journal %s holds %d bytes from an earlier run; writing them now", journal_dir, backlog)

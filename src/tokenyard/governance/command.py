@@ -20,6 +20,8 @@ from tokenyard.errors import TokenyardError
 from tokenyard.governance import keys as key_ops
 from tokenyard.governance import tenants as tenant_ops
 from tokenyard.governance.access_version import bump_sync
+from tokenyard.governance.quota_admin import QuotaView, get_quota, set_quota
+from tokenyard.governance.quota_command import describe, quota_change, quota_options
 from tokenyard.store import Store
 
 T = TypeVar("T")
@@ -175,10 +177,22 @@ def create_tenant(config_file: str | None, name: str, ip_allow: list[str] | None
 @CONFIG
 @click.argument("name")
 @tenant_options
+@quota_options
 def set_tenant(config_file: str | None, name: str, ip_allow: list[str] | None, **fields: Any) -> None:
-    """Change a tenant's defaults (created if new); options not given stay as they are."""
+    """Change a tenant's defaults and quota (created if new); options not given stay as they are."""
+    quota = quota_change(fields)
     settings = tenant_settings(ip_allow, fields)
-    print_tenant(run(config_file, lambda store: tenant_ops.set_tenant(store, name, settings), changes=True))
+
+    def change(store: Store) -> tuple[tenant_ops.TenantView, QuotaView | None]:
+        view = tenant_ops.set_tenant(store, name, settings)
+        if quota is not None:
+            set_quota(store, "tenant", name, quota)
+        return view, get_quota(store, "tenant", name)
+
+    view, quota_view = run(config_file, change, changes=True)
+    print_tenant(view)
+    if quota is not None:
+        click.echo(describe(quota_view))
 
 
 @tenants.command("list")

@@ -11,12 +11,13 @@ torn by a crash mid-write is cut off when the journal is opened.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 Record = dict[str, Any]
 SEGMENT_GLOB = "seg-*.jsonl"
 CURSOR_FILE = "cursor.json"
+LOCK_FILE = "lock"
 
 
 class Cursor(BaseModel):
@@ -47,6 +49,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class JournalBusyError(Exception):
+    """Another live process holds this journal directory."""
+
+
+def _lock_directory(directory: Path) -> BinaryIO:
+    """Hold the directory for this process (released when it exits, even by SIGKILL)."""
+    handle = (directory / LOCK_FILE).open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise JournalBusyError(f"the journal {directory} is in use by another process") from None
+    return handle
+
+
 class Journal:
     """The journal in one directory; thread-safe (the appender and the drainer run in threads)."""
 
@@ -54,6 +71,7 @@ class Journal:
         self.directory = directory
         self.segment_bytes = segment_bytes
         directory.mkdir(parents=True, exist_ok=True)
+        self._owner = _lock_directory(directory)
         self._lock = threading.Lock()
         self._cursor = self._read_cursor()
         segments = self.segments()
@@ -62,6 +80,16 @@ class Journal:
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"seg-{segment:08d}.jsonl"
+
+    def close(self) -> None:
+        """Let another process take the directory."""
+        self._owner.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     @property
     def cursor(self) -> Cursor:
