@@ -20,11 +20,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.deploy import proxies
 from tests.integration.processes import Cluster, Service, free_port, wait_until
 
 MODEL = "tiny-chat"
+HELM_VALUES = proxies.REPO / "deploy" / "helm" / "tokenyard" / "values.yaml"
 CLIENTS = 4
 AFTER_SIGNAL = 2  # requests each client sends once the gateway has been signalled
 MAX_PER_CLIENT = 20
@@ -62,6 +64,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model_dir: Path)
             *("--port", str(port), "--num-gpus", "1", "--max-batch-size", "16", "--heartbeat-interval", "1"),
         ]
         worker = Service("worker", fastchat_flags, logs, cluster.env).start()
+        worker.port = port  # type: ignore[attr-defined]
         cluster.workers["worker"] = worker
         worker.wait_http(f"http://127.0.0.1:{port}/ready")
         yield cluster
@@ -81,6 +84,10 @@ def test_controller_port_points_openai_clients_at_the_gateways(backend: Cluster,
         # ...and the worker that registered under FastChat's flags serves through them.
         reply = httpx.post(f"http://127.0.0.1:{gateways[0][1]}/v1/chat/completions", json=BODY, timeout=60)
         assert reply.status_code == 200 and reply.text.rstrip().endswith("data: [DONE]")
+        # The Helm chart's worker autoscaler reads a metric this worker really exports.
+        metric = yaml.safe_load(HELM_VALUES.read_text())["autoscalingMetric"]
+        port = backend.workers["worker"].port  # type: ignore[attr-defined]
+        assert f"\n{metric}{{" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         for service, _ in gateways:
             service.stop(timeout=10)
