@@ -23,6 +23,7 @@ from tokenyard.config import ControllerConfig, GatewayConfig, Settings, WorkerCo
 from tokenyard.controller.app import create_app as controller_app
 from tokenyard.gateway.app import create_app as gateway_app
 from tokenyard.governance.config import AuthConfig
+from tokenyard.observability.settings import MetricsConfig
 from tokenyard.protocol.internal import ModelKind
 from tokenyard.store import Store
 from tokenyard.worker.app import WorkerRuntime
@@ -32,12 +33,13 @@ TOKEN = "cluster-secret"
 OUTSIDER = ("203.0.113.50", 40000)  # not loopback, not on any list
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
+ADMIN_KEY = "an-admin-key"
 # Public by design: probes, the API description, the web UI's pages and assets (they hold no data: the
-# pages call /v1 and /admin with the user's own key).
+# pages call /v1 and /admin with the user's own key), and /metrics unless metrics.require_auth.
 PUBLIC = {
-    "gateway": {"/health", "/ready", "/", "/dashboard", "/ui", *DOCS},
-    "controller": {"/health"},
-    "worker": {"/health", "/ready"},
+    "gateway": {"/health", "/ready", "/", "/dashboard", "/ui", "/metrics", *DOCS},
+    "controller": {"/health", "/metrics"},
+    "worker": {"/health", "/ready", "/metrics"},
 }
 # Authenticated: the status a request without credentials must get.
 PROTECTED_PREFIXES = {
@@ -65,8 +67,10 @@ def concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
 
 
-def expected(app_name: str, path: str) -> int | None:
+def expected(app_name: str, path: str, metrics_private: bool) -> int | None:
     """None: public; else the status an unauthenticated request gets. Fails for undeclared routes."""
+    if path == "/metrics" and metrics_private:
+        return 401  # behind the admin key, on every service
     if path in PUBLIC[app_name]:
         return None
     for prefix, status in PROTECTED_PREFIXES[app_name].items():
@@ -75,14 +79,14 @@ def expected(app_name: str, path: str) -> int | None:
     raise AssertionError(f"{app_name} route {path} is neither declared public nor under a protected prefix")
 
 
-async def check_app(app_name: str, app: FastAPI) -> list[str]:
+async def check_app(app_name: str, app: FastAPI, metrics_private: bool) -> list[str]:
     endpoints = sorted(set(walk(app.routes)))
     assert endpoints, f"no routes found in the {app_name} app"
     transport = httpx.ASGITransport(app=app, client=OUTSIDER)
     checked = []
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         for method, path in endpoints:
-            status = expected(app_name, path)
+            status = expected(app_name, path, metrics_private)
             response = await client.request(method, concrete(path), json={} if method != "GET" else None)
             if status is None:
                 assert response.status_code not in (401, 403), f"public {method} {path}: {response.status_code}"
@@ -93,15 +97,21 @@ async def check_app(app_name: str, app: FastAPI) -> list[str]:
     return checked
 
 
+@pytest.fixture(params=[False, True], ids=["metrics-public", "metrics-private"])
+def metrics_private(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @pytest.fixture
-async def gateway(sqlite_url: str) -> AsyncIterator[FastAPI]:
+async def gateway(sqlite_url: str, metrics_private: bool) -> AsyncIterator[FastAPI]:
     store = Store(sqlite_url)
     store.upgrade()
     settings = Settings(
         gateway=GatewayConfig(controller="http://127.0.0.1:9"),
         auth=AuthConfig(enabled=True),
-        admin_key="an-admin-key",  # type: ignore[arg-type]
+        admin_key=ADMIN_KEY,  # type: ignore[arg-type]
         cluster={"token": TOKEN},  # type: ignore[arg-type]
+        metrics=MetricsConfig(require_auth=metrics_private),
     )
     app = gateway_app(settings, store=store)
     async with app.router.lifespan_context(app):
@@ -109,22 +119,27 @@ async def gateway(sqlite_url: str) -> AsyncIterator[FastAPI]:
     store.close()
 
 
-async def test_every_gateway_route(gateway: FastAPI) -> None:
-    checked = await check_app("gateway", gateway)
+async def test_every_gateway_route(gateway: FastAPI, metrics_private: bool) -> None:
+    checked = await check_app("gateway", gateway, metrics_private)
     assert {"GET /v1/models", "POST /v1/chat/completions", "POST /admin/keys", "DELETE /admin/keys/{prefix}"} <= set(
         checked
     )
 
 
-async def test_every_controller_route() -> None:
-    checked = await check_app("controller", controller_app(ControllerConfig(), TOKEN))
+async def test_every_controller_route(metrics_private: bool) -> None:
+    metrics = MetricsConfig(require_auth=metrics_private)
+    app = controller_app(ControllerConfig(), TOKEN, metrics=metrics, admin_key=ADMIN_KEY)
+    checked = await check_app("controller", app, metrics_private)
     assert {"POST /register", "POST /dispatch", "GET /workers"} <= set(checked)
 
 
-async def test_every_worker_route() -> None:
+async def test_every_worker_route(metrics_private: bool) -> None:
     config = WorkerConfig(controller="http://127.0.0.1:9", heartbeat_interval=60)
     runtime = WorkerRuntime(config=config, engine=EchoEngine(), kind=ModelKind.GENERATE, model_names=["echo"])
-    checked = await check_app("worker", worker_app(runtime, TOKEN))
+    metrics = MetricsConfig(require_auth=metrics_private)
+    checked = await check_app(
+        "worker", worker_app(runtime, TOKEN, metrics=metrics, admin_key=ADMIN_KEY), metrics_private
+    )
     assert {"POST /generate", "POST /embed", "POST /abort"} <= set(checked)
 
 
