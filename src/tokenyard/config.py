@@ -25,6 +25,7 @@ from tokenyard.governance.billing import BillingConfig
 from tokenyard.governance.config import AuthConfig
 from tokenyard.governance.metering_config import LogsConfig, MeteringConfig
 from tokenyard.governance.networks import normalise_networks
+from tokenyard.governance.wordlists import FilterConfig
 from tokenyard.observability.settings import LoggingConfig, MetricsConfig, TracingConfig
 from tokenyard.protocol.internal import DispatchPolicy
 from tokenyard.store.config import DatabaseConfig
@@ -185,6 +186,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ class ErrorCode(str, Enum):
 
     INVALID_REQUEST = "invalid_request_error"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    CONTENT_FILTERED = "content_filtered"
     MODEL_NOT_FOUND = "model_not_found"
     INVALID_API_KEY = "invalid_api_key"
     ADDRESS_NOT_ALLOWED = "ip_not_allowed"
@@ -75,6 +76,19 @@ class ContextLengthExceededError(InvalidRequestError):
             f"This model's maximum context length is {context_length} tokens. However, you requested "
             f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} for the "
             "completion). Please reduce the prompt or max_tokens.",
+            param=param,
+        )
+
+
+class ContentFilteredError(InvalidRequestError):
+    """The request holds a listed word; the message names the list and the rule, never the word."""
+
+    default_code = ErrorCode.CONTENT_FILTERED
+
+    def __init__(self, *, rule_id: str, list_name: str, param: str) -> None:
+        super().__init__(
+            f"The request was refused by the content filter: {param} matches rule {rule_id} of the "
+            f"word list '{list_name}'.",
             param=param,
         )
 

@@ -20,6 +20,7 @@ from tokenyard.gateway.admin_cluster import router as admin_cluster_router
 from tokenyard.gateway.admin_usage import router as admin_usage_router
 from tokenyard.gateway.auth import AdminAuthMiddleware, KeyAuthMiddleware
 from tokenyard.gateway.client_address import ClientAddressMiddleware, PrincipalNetworksMiddleware
+from tokenyard.gateway.filtering import ContentScreen
 from tokenyard.gateway.generation import GenerationService
 from tokenyard.gateway.metering import build_metering
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
@@ -34,6 +35,7 @@ from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
 from tokenyard.gateway.serving_embedding import EmbeddingServing
 from tokenyard.gateway.worker_client import WorkerClient
+from tokenyard.governance.content_filter import WordFilter
 from tokenyard.governance.principal import anonymous
 from tokenyard.governance.verifier import KeyVerifier
 from tokenyard.observability.endpoint import install_metrics_endpoint, new_registry
@@ -135,9 +137,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
 
     `store` is the governance database (tenants, keys); tests pass their own. The app holds it on
     `app.state.store` (None when nothing in this configuration needs a database).
+    The word filter's lists are read here, so that a bad list stops the start (ConfigError).
     """
     config = settings.gateway
     cluster_token = settings.cluster.secret()
+    screen = ContentScreen(WordFilter.from_config(settings.filter))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -150,8 +154,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             service = GenerationService(router, workers, config.max_attempts, config.request_timeout)
             app.state.http = client
             app.state.router = router
-            app.state.chat = ChatServing(service)
-            app.state.completion = CompletionServing(service)
+            app.state.chat = ChatServing(service, screen)
+            app.state.completion = CompletionServing(service, screen)
             app.state.embedding = EmbeddingServing(router, workers, config.max_attempts)
             refresher = asyncio.create_task(router.keep_routes_fresh(ROUTE_REFRESH_SECONDS))
             if store is not None and settings.metering_on():

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tokenyard.errors import InvalidRequestError, WorkerError
 from tokenyard.gateway.failover import with_failover
@@ -29,6 +30,9 @@ from tokenyard.protocol.internal import (
     TokenLogprobs,
 )
 from tokenyard.protocol.openai import SamplingFields, Usage, unsupported_fields
+
+if TYPE_CHECKING:
+    from tokenyard.gateway.filtering import OutputGuard
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +155,13 @@ class GenerationService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def merged(self, streams: list[ResumingStream]) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
-        """The choices' chunks as they come, bounded by the request timeout."""
-        return merge_streams(streams, self.request_timeout)
+    def merged(
+        self, streams: list[ResumingStream], guard: OutputGuard | None = None
+    ) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
+        """The choices' chunks as they come, bounded by the request timeout, through the word filter's
+        guard if there is one (it may stop a choice: its worker is then told to abort)."""
+        chunks = merge_streams(streams, self.request_timeout)
+        return chunks if guard is None else guard.filter(chunks, lambda index: streams[index].stop())
 
     async def open(self, model: str, requests: list[GenerateRequest]) -> list[ResumingStream]:
         """Open every choice's stream on one worker, trying another worker if that one fails."""
@@ -191,14 +199,20 @@ class GenerationService:
         return streams
 
     async def run(
-        self, model: str, requests: list[GenerateRequest], tracker: RequestTracker | None = None
+        self,
+        model: str,
+        requests: list[GenerateRequest],
+        tracker: RequestTracker | None = None,
+        guard: OutputGuard | None = None,
     ) -> list[ChoiceResult]:
         """Open the choices' streams and collect them whole (the non-streamed answer)."""
-        return await self.collect(await self.open(model, requests), tracker)
+        return await self.collect(await self.open(model, requests), tracker, guard)
 
-    async def collect(self, streams: list[ResumingStream], tracker: RequestTracker | None = None) -> list[ChoiceResult]:
+    async def collect(
+        self, streams: list[ResumingStream], tracker: RequestTracker | None = None, guard: OutputGuard | None = None
+    ) -> list[ChoiceResult]:
         results = [ChoiceResult() for _ in streams]
-        async with aclosing(self.merged(streams)) as merged:
+        async with aclosing(self.merged(streams, guard)) as merged:
             async for index, chunk in merged:
                 results[index].add(chunk)
                 results[index].worker = streams[index].worker_id
@@ -249,6 +263,7 @@ class ResumingStream:
         self._request = request
         self._stream = stream
         self._finished = False
+        self._stopped = False
         self.resumes = 0
 
     @property
@@ -270,6 +285,8 @@ class ResumingStream:
                         yield chunk
                 return
             except WorkerError as exc:
+                if self._stopped:
+                    return  # the worker ended the stream because it was told to stop
                 if len(tried) >= self._service.max_attempts:
                     raise
                 self._service.router.report_failure(self._stream.worker_id, exc.message)
@@ -285,9 +302,16 @@ class ResumingStream:
             return self._request
         return self._request.model_copy(update={"resume": ResumeState(token_ids=token_ids, text_sent=text)})
 
+    def stop(self) -> None:
+        """The gateway wants no more of this choice (the word filter stopped it): the worker aborts the
+        generation and frees its slot; the stream's end without a finish reason is then expected."""
+        if not self._finished and not self._stopped:
+            self._service.abort_later(self._stream.address, self._request.request_id)
+        self._stopped = True
+
     async def aclose(self) -> None:
         await self._stream.aclose()
-        if not self._finished:
+        if not self._finished and not self._stopped:
             # Closing the connection already tells the worker; the explicit abort does not depend
             # on the worker noticing a half-closed socket.
             self._service.abort_later(self._stream.address, self._request.request_id)

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenyard.errors import InvalidRequestError
+from tokenyard.gateway.filtering import ContentScreen, OutputGuard
 from tokenyard.gateway.generation import (
     ChoiceResult,
     GenerationService,
@@ -51,13 +52,15 @@ def requested_logprobs(body: ChatCompletionRequest) -> int | None:
 
 
 class ChatServing:
-    def __init__(self, service: GenerationService) -> None:
+    def __init__(self, service: GenerationService, screen: ContentScreen) -> None:
         self.service = service
+        self.screen = screen
 
     async def create(self, body: ChatCompletionRequest, raw: Request) -> JSONResponse | StreamingResponse:
         refuse_unsupported(body)
         logprobs = requested_logprobs(body)  # refuses top_logprobs without logprobs before anything runs
         plan = plan_request(body)  # response_format and tools: refused here if inconsistent
+        guard = self.screen.chat(body, raw)  # a listed word in the request: refused here
         completion_id = new_request_id("chatcmpl")
         requests = self._worker_requests(body, completion_id, plan, logprobs, tenant_of(raw.state))
         tracker = tracker_of(raw.state)
@@ -65,10 +68,10 @@ class ChatServing:
         if body.stream:
             streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = self._stream(body.model, completion_id, streams, include_usage, plan.mode, tracker)
+            events = self._stream(body.model, completion_id, streams, include_usage, plan.mode, tracker, guard)
             return ClosingStreamingResponse(events, media_type="text/event-stream")
         # Watching for the client from the start: it may leave while the first token is awaited.
-        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests, tracker))
+        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests, tracker, guard))
         usage = usage_of(results, body.n)
         track_answer(tracker, results, usage, whole=True)
         answers = [self._message(r.text, r.finish_reason, plan.mode) for r in results]
@@ -121,6 +124,7 @@ class ChatServing:
         include_usage: bool,
         mode: ToolMode | None = None,
         tracker: RequestTracker | None = None,
+        guard: OutputGuard | None = None,
     ) -> AsyncIterator[str]:
         def chunk(choices: list[ChatChunkChoice], usage: object = None) -> str:
             data = ChatCompletionChunk(id=completion_id, model=model, choices=choices).model_dump()
@@ -138,7 +142,7 @@ class ChatServing:
         tool_streams = [ToolCallStream(mode) if mode else None for _ in streams]
         tracker = tracker or tracker_of(None)
         try:
-            async with aclosing(self.service.merged(streams)) as merged:
+            async with aclosing(self.service.merged(streams, guard)) as merged:
                 async for index, part in merged:
                     counts[index].count(part)
                     tracker.on_chunk(index, part, streams[index].worker_id)

@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenyard.errors import InvalidRequestError
+from tokenyard.gateway.filtering import ContentScreen, OutputGuard
 from tokenyard.gateway.generation import (
     ChoiceResult,
     GenerationService,
@@ -110,14 +111,16 @@ class ChoiceText:
 
 
 class CompletionServing:
-    def __init__(self, service: GenerationService) -> None:
+    def __init__(self, service: GenerationService, screen: ContentScreen) -> None:
         self.service = service
+        self.screen = screen
 
     async def create(self, body: CompletionRequest, raw: Request) -> JSONResponse | StreamingResponse:
         refuse_unsupported(body)
         candidates = candidates_per_prompt(body)
         completion_id = new_request_id("cmpl")
         prompts = split_prompts(body.prompt)
+        guard = self.screen.completion(body, raw)  # a listed word in a prompt: refused here
         requests = [
             GenerateRequest(
                 request_id=f"{completion_id}-{p}-{c}",
@@ -137,10 +140,11 @@ class CompletionServing:
             streams = await self.service.open(body.model, requests)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return ClosingStreamingResponse(
-                self._stream(body, completion_id, streams, include_usage, tracker), media_type="text/event-stream"
+                self._stream(body, completion_id, streams, include_usage, tracker, guard),
+                media_type="text/event-stream",
             )
         # Watching for the client from the start: it may leave while the first token is awaited.
-        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests, tracker))
+        results = await cancel_on_disconnect(raw, self.service.run(body.model, requests, tracker, guard))
         if body.max_tokens == 0:
             results = [_whole(prompt_only(_as_chunk(r))) for r in results]
         usage = usage_of(results, candidates)
@@ -165,6 +169,7 @@ class CompletionServing:
         streams: list[ResumingStream],
         include_usage: bool,
         tracker: RequestTracker | None = None,
+        guard: OutputGuard | None = None,
     ) -> AsyncIterator[str]:
         def chunk(index: int, text: str, logprobs: CompletionLogprobs | None, finish_reason: str | None) -> str:
             choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)  # type: ignore[arg-type]
@@ -179,7 +184,7 @@ class CompletionServing:
         texts = [ChoiceText(body) for _ in streams]
         tracker = tracker or tracker_of(None)
         try:
-            async with aclosing(self.service.merged(streams)) as merged:
+            async with aclosing(self.service.merged(streams, guard)) as merged:
                 async for index, part in merged:
                     part = prompt_only(part) if body.max_tokens == 0 else part
                     counts[index].count(part)

@@ -231,6 +231,8 @@ class GenerateRequest(BaseModel):
 
 
 FinishReason = Literal["stop", "length"]
+# What a chunk may end with at the gateway: the word filter stops a choice with "content_filter".
+ChunkFinishReason = Literal["stop", "length", "content_filter"]
 
 
 class ErrorDetail(BaseModel):
@@ -270,7 +272,7 @@ class GenerateChunk(BaseModel):
     logprobs: list[TokenLogprobs] | None = Field(default=None, description="for the tokens of `text`, if asked")
     prompt_logprobs: list[TokenLogprobs] | None = Field(default=None, description="first chunk, if asked")
     prompt_text: str | None = Field(default=None, description="first chunk, with `echo`: the prompt's text")
-    finish_reason: FinishReason | None = None
+    finish_reason: ChunkFinishReason | None = None
     error: ErrorDetail | None = None
     keepalive: bool = Field(default=False, description="nothing new: the worker is alive, the engine busy")
 
