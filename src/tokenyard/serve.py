@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tokenyard.config import Settings
+from tokenyard.governance.content_filter import WordFilter
 from tokenyard.protocol.internal import WorkerInfo, WorkerList, WorkerState
 from tokenyard.store import Store
 from tokenyard.web import cluster_headers
@@ -278,6 +279,7 @@ def migrate_sqlite(settings: Settings) -> None:
 
 
 def run_serve(settings: Settings, config_file: str | None, chat_flags: dict[str, Any] | None = None) -> int:
+    WordFilter.from_config(settings.filter)  # a bad word list is a ConfigError now, not a gateway restart loop
     migrate_sqlite(settings)
     children = build_children(settings, config_file, chat_flags)
 

@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from fastapi import Request
 
-from tokenyard.errors import ContentFilteredError, InvalidRequestError
+from tokenyard.config import GatewayConfig, Settings
+from tokenyard.errors import ConfigError, ContentFilteredError, InvalidRequestError
+from tokenyard.gateway.app import create_app
 from tokenyard.gateway.filtering import ContentScreen, FilterAction, OutputGuard, chat_texts
 from tokenyard.governance.content_filter import WordFilter
 from tokenyard.governance.wordlists import FilterConfig
 from tokenyard.protocol.internal import GenerateChunk
 from tokenyard.protocol.openai import ChatCompletionRequest, CompletionRequest
+from tokenyard.protocol.outcome import RequestOutcome
 
 
 def new_request(tenant: str | None = None) -> Request:
@@ -189,3 +193,32 @@ async def test_after_a_stop_the_choice_keeps_counting_tokens(tmp_path: Path) -> 
         chunk async for _, chunk in guard.filter(chunks_of([(0, "大麻吗", None), (0, "abc", None)]), lambda i: None)
     ]
     assert [(c.text, c.finish_reason, c.completion_tokens) for c in seen] == [("", "content_filter", 1), ("", None, 2)]
+
+
+def filtered_settings(tmp_path: Path, word_file: Path | None = None) -> Settings:
+    if word_file is None:
+        word_file = tmp_path / "words.txt"
+        word_file.write_text("大麻\n", encoding="utf-8")
+    return Settings(gateway=GatewayConfig(controller="http://127.0.0.1:9"), filter=FilterConfig(word_files=[word_file]))
+
+
+async def test_a_refusal_leaves_the_app_in_openai_shape_and_reaches_the_request_record(tmp_path: Path) -> None:
+    app = create_app(filtered_settings(tmp_path))
+    outcomes: list[RequestOutcome] = []
+    app.state.outcomes.add(outcomes.append)
+    body = {"model": "any", "messages": [{"role": "user", "content": "大 麻"}]}
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        response = await http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "filter-1"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "content_filtered"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.headers["x-request-id"] == "filter-1"
+    (outcome,) = outcomes
+    assert outcome.status == 400
+    assert [(a.stage, a.action, a.rule_id) for a in outcome.filter_actions] == [("input", "refused", "words:1")]
+
+
+def test_a_missing_list_stops_the_gateway_before_it_serves(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"filter\.word_files: cannot read .*missing\.txt"):
+        create_app(filtered_settings(tmp_path, tmp_path / "missing.txt"))

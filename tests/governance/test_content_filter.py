@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +117,20 @@ def test_an_unknown_output_action_is_a_config_error(tmp_path: Path) -> None:
     config = write(tmp_path / "tokenyard.yaml", "filter:\n  output_action: redact\n")
     with pytest.raises(ConfigError, match=r"filter\.output_action"):
         load_settings(config)
+
+
+@pytest.mark.parametrize("command", ["gateway", "serve"])
+def test_a_bad_list_stops_the_command_with_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
+    config = write(tmp_path / "tokenyard.yaml", f"filter:\n  word_files: [{tmp_path / 'missing.txt'}]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENYARD_")}
+    env["TOKENYARD_HOME"] = str(tmp_path / "home")
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenyard", command, "--config", str(config), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "filter.word_files: cannot read" in result.stderr and "missing.txt" in result.stderr

@@ -18,7 +18,7 @@ from tokenyard.governance.textnorm import normalise
 from tokenyard.governance.wordfilter import Hit, Matcher
 from tokenyard.governance.wordlists import OutputAction
 
-CONTEXT_CHARS = 64  # of released text kept to read the next chunk's first word in context
+CONTEXT_CHARS = 16  # of released text kept to read the next chunk's first word in context
 MASK = "*"
 
 
