@@ -221,3 +221,30 @@ def test_latin_phrase_split_across_tokens_is_masked(urls: dict[str, str]) -> Non
         if c.choices
     ]
     assert "".join(pieces) == plain.choices[0].text.replace("Nova Haven", "**** *****")
+
+
+ANSWER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "answer",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_tool_call_arguments_are_filtered_too(urls: dict[str, str]) -> None:
+    forced: Any = {"type": "function", "function": {"name": "answer"}}
+    plain = chat(client(urls, "plain"), FRANCE, tools=[ANSWER_TOOL], tool_choice=forced)
+    (call,) = plain.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    masked = chat(client(urls, "mask"), FRANCE, tools=[ANSWER_TOOL], tool_choice=forced)
+    (call,) = masked.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"city": "*****"}
+    pieces = [
+        delta.function.arguments
+        for chunk in chat(client(urls, "mask"), FRANCE, tools=[ANSWER_TOOL], tool_choice=forced, stream=True)
+        for choice in chunk.choices
+        for delta in choice.delta.tool_calls or []
+        if delta.function and delta.function.arguments
+    ]
+    assert json.loads("".join(pieces)) == {"city": "*****"}
