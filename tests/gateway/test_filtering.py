@@ -15,11 +15,15 @@ from tokenyard.config import GatewayConfig, Settings
 from tokenyard.errors import ConfigError, ContentFilteredError, InvalidRequestError
 from tokenyard.gateway.app import create_app
 from tokenyard.gateway.filtering import ContentScreen, FilterAction, OutputGuard, chat_texts
+from tokenyard.governance import keys
+from tokenyard.governance.config import AuthConfig
 from tokenyard.governance.content_filter import WordFilter
+from tokenyard.governance.keys import KeySettings
 from tokenyard.governance.wordlists import FilterConfig
 from tokenyard.protocol.internal import GenerateChunk
 from tokenyard.protocol.openai import ChatCompletionRequest, CompletionRequest
 from tokenyard.protocol.outcome import RequestOutcome
+from tokenyard.store import Store
 
 
 def new_request(tenant: str | None = None) -> Request:
@@ -222,3 +226,35 @@ async def test_a_refusal_leaves_the_app_in_openai_shape_and_reaches_the_request_
 def test_a_missing_list_stops_the_gateway_before_it_serves(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"filter\.word_files: cannot read .*missing\.txt"):
         create_app(filtered_settings(tmp_path, tmp_path / "missing.txt"))
+
+
+async def test_a_tenants_own_list_follows_its_api_key(tmp_path: Path, sqlite_url: str) -> None:
+    """With auth on, the tenant comes from the key's principal: acme's list refuses acme, not others."""
+    common, own = tmp_path / "common.txt", tmp_path / "acme.txt"
+    common.write_text("大麻\n", encoding="utf-8")
+    own.write_text("竞品\n", encoding="utf-8")
+    settings = Settings(
+        gateway=GatewayConfig(controller="http://127.0.0.1:9"),
+        auth=AuthConfig(enabled=True),
+        filter=FilterConfig(word_files=[common], tenants={"acme": {"word_files": [own]}}),  # type: ignore[dict-item]
+    )
+    store = Store(sqlite_url)
+    store.upgrade()
+    try:
+        acme = keys.create_key(store, KeySettings(tenant="acme")).key
+        other = keys.create_key(store, KeySettings(tenant="other")).key
+        app = create_app(settings, store=store)
+        body = {"model": "any", "messages": [{"role": "user", "content": "说说竞品"}], "max_tokens": 2}
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://gw") as http,
+        ):
+            refused = await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {acme}"})
+            passed = await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {other}"})
+    finally:
+        store.close()
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "content_filtered"
+    assert "acme:1" in refused.json()["error"]["message"]
+    # Past the filter: no controller answers in this test, so the unknown model is what stops it.
+    assert passed.status_code == 404 and passed.json()["error"]["code"] == "model_not_found"
