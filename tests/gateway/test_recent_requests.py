@@ -64,8 +64,10 @@ def test_old_samples_leave_the_window_and_the_ring_is_bounded() -> None:
     assert recent.series(600, 10).total.requests == 1  # asked for more than the window: gets the window
 
 
-def test_only_posted_requests_count() -> None:
+def test_only_model_work_counts() -> None:
     recent = RecentRequests(clock=Clock(10.0))
-    listing = outcome(0.01).model_copy(update={"method": "GET", "endpoint": "/v1/models"})
-    recent.record(listing)
+    recent.record(outcome(0.01).model_copy(update={"method": "GET", "endpoint": "/v1/models"}))
+    recent.record(outcome(0.01).model_copy(update={"endpoint": "/v1/votes"}))
     assert recent.series(60, 10).total.requests == 0
+    recent.record(outcome(0.01).model_copy(update={"endpoint": "/v1/embeddings"}))
+    assert recent.series(60, 10).total.requests == 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from tokenyard.gateway.metering import METERED_ENDPOINTS
 from tokenyard.protocol.outcome import RequestOutcome
 
 PERCENTILES = (50, 90, 99)
@@ -86,8 +87,8 @@ class RecentRequests:
 
     def record(self, outcome: RequestOutcome) -> None:
         """An outcome listener: keep one sample of a finished generation or embedding request."""
-        if outcome.method != "POST":
-            return
+        if outcome.method != "POST" or outcome.endpoint not in METERED_ENDPOINTS:
+            return  # listing models or casting a vote is not model traffic
         now = self._clock()
         self._samples.append(
             Sample(now, outcome.latency_s, outcome.ttft_s, outcome.status >= 400, outcome.completion_tokens)

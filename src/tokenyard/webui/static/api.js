@@ -34,6 +34,7 @@
     else if (code === "content_filter") words = "The reply was stopped by the content filter.";
     else if (code === "model_loading") words = "The model is still loading." + seconds(retryAfter) + " (" + detail + ")";
     else if (status === 503) words = "No worker is available for this model right now. (" + detail + ")";
+    else if (code === "logs_disabled") words = detail;
     else if (status === 404) words = "Model not found, or this key may not use it. (" + detail + ")";
     else if (code === "context_length_exceeded") words = "The conversation is too long for this model: " + detail;
     else if (code === "timeout" || status === 504) words = "The request took too long and was stopped: " + detail;
