@@ -57,11 +57,15 @@ def web_cluster(
     """A controller, a tiny chat worker, a tiny embedding worker and a gateway serving the pages."""
     home = tmp_path_factory.mktemp("webui-home")
     running = Cluster(tmp_path_factory.mktemp("webui-logs"), home)
-    # The admin API (the dashboard's data) and metering (its usage table) keep their state in a store.
+    # The admin API (the dashboard's data), metering (its usage table) and conversation logs (where
+    # votes go) keep their state in a store.
     database = f"sqlite:///{home / 'webui.db'}"
     migrate(database)
     running.env.update(
-        TOKENYARD_ADMIN_KEY=ADMIN_KEY, TOKENYARD_DATABASE__URL=database, TOKENYARD_METERING__ENABLED="true"
+        TOKENYARD_ADMIN_KEY=ADMIN_KEY,
+        TOKENYARD_DATABASE__URL=database,
+        TOKENYARD_METERING__ENABLED="true",
+        TOKENYARD_LOGS__ENABLED="true",
     )
     try:
         running.start_controller()

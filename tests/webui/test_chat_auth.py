@@ -11,6 +11,10 @@ from playwright.sync_api import Page, Request, expect
 from tests.integration.processes import Cluster, Service, free_port, wait_until
 from tests.webui.chat_helpers import REPLY, force_length, send, settings, wait_reply_done
 from tests.webui.conftest import ADMIN_KEY, CHAT_MODEL
+from tokenyard.governance.conversations import feedback_of
+from tokenyard.store import Store
+
+TENANT = "webui-tests"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,7 @@ def auth_gateway(web_cluster: Cluster) -> Iterator[str]:
 
 
 def create_key(gateway: str, **limits: int) -> str:
-    body = {"tenant": "webui-tests", **limits}
+    body = {"tenant": TENANT, **limits}
     response = httpx.post(
         f"{gateway}/admin/keys", json=body, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
     )
@@ -84,3 +88,38 @@ def test_a_rate_limit_is_said_in_words(auth_gateway: str, page: Page) -> None:
     assert wait_until(error.is_visible, timeout=5)
     expect(error).to_contain_text("Too many requests")
     expect(error).to_contain_text("Try again in")
+
+
+def test_a_vote_is_stored_with_the_conversation_log(web_cluster: Cluster, auth_gateway: str, page: Page) -> None:
+    key = create_key(auth_gateway)
+    page.goto(f"{auth_gateway}/")
+    use_key(page, key)
+    page.wait_for_function("(m) => document.getElementById('model').value === m", arg=CHAT_MODEL)
+    force_length(page, 4)
+    send(page, "rate me")
+    wait_reply_done(page)
+    page.locator(REPLY).get_by_role("button", name="Bad reply (thumbs down)").click()
+    request_id = page.evaluate(
+        "() => { const s = TYChat.state; const c = s.conversations.find(x => x.id === s.currentId);"
+        " return TYConversations.find(c, c.leaf).stats.requestId; }"
+    )
+    assert request_id
+    store = Store(web_cluster.env["TOKENYARD_DATABASE__URL"])
+    try:
+        assert wait_until(lambda: feedback_of(store, request_id, TENANT) == -1, timeout=10)
+        page.locator(REPLY).get_by_role("button", name="Good reply (thumbs up)").click()
+        assert wait_until(lambda: feedback_of(store, request_id, TENANT) == 1, timeout=10)  # the later vote wins
+        assert feedback_of(store, request_id, "someone-else") is None
+    finally:
+        store.close()
+    expect(page.locator("#notice")).to_be_hidden()  # no "kept in this browser only"
+
+
+def test_votes_need_the_tenant_key(auth_gateway: str) -> None:
+    body = {"request_id": "x", "vote": "up"}
+    assert httpx.post(f"{auth_gateway}/v1/votes", json=body, timeout=5).status_code == 401
+    key = create_key(auth_gateway)
+    wrong = httpx.post(
+        f"{auth_gateway}/v1/votes", json={**body, "vote": "meh"}, headers={"Authorization": f"Bearer {key}"}, timeout=5
+    )
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "vote"

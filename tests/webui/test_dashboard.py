@@ -71,3 +71,25 @@ def test_dashboard_helpers_sum_costs_exactly_and_defuse_csv(web_cluster: Cluster
     assert page.evaluate("TYDashboard.addDecimals(['1.5', '-0.25'])") == "1.25"
     assert page.evaluate("TYDashboard.csvField('=HYPERLINK(\"x\")')") == '"\'=HYPERLINK(""x"")"'
     assert page.evaluate("TYDashboard.csvField('北京, 上海')") == '"北京, 上海"'
+
+
+def test_usage_per_tenant_with_chart_table_and_csv(web_cluster: Cluster, page: Page, tmp_path: Path) -> None:
+    body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "count me"}], "max_tokens": 5}
+    assert httpx.post(f"{web_cluster.gateway_url}/v1/chat/completions", json=body, timeout=60).status_code == 200
+    page.goto(f"{web_cluster.gateway_url}/dashboard")
+    page.fill("#admin-key", ADMIN_KEY)
+    page.click("#key-form button[type=submit]")
+    tenant_row = page.locator("#usage tbody tr", has_text="default")
+    expect(tenant_row).to_have_count(1, timeout=20_000)  # the usage record reaches the store within seconds
+    cells = tenant_row.locator("td").all_inner_texts()
+    assert int(cells[1]) >= 1 and int(cells[4]) >= 5, cells  # calls, completion tokens
+    page.wait_for_function("Number(document.getElementById('chart-usage').dataset.points) > 0")
+
+    with page.expect_download() as download:
+        page.click("#usage-csv")
+    saved = tmp_path / "usage.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "tenant,calls,requests,prompt_tokens,completion_tokens,cost,since,until"
+    row = next(line for line in lines[1:] if line.startswith("default,"))
+    assert row.split(",")[1:3] == cells[1:3]

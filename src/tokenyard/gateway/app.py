@@ -34,6 +34,7 @@ from tokenyard.gateway.router import Router
 from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
 from tokenyard.gateway.serving_embedding import EmbeddingServing
+from tokenyard.gateway.votes import router as votes_router
 from tokenyard.gateway.worker_client import WorkerClient
 from tokenyard.governance.content_filter import WordFilter
 from tokenyard.governance.principal import anonymous
@@ -193,6 +194,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     install_webui(app)
     app.include_router(admin_router)
     app.include_router(admin_cluster_router)
+    app.include_router(votes_router)
     app.include_router(admin_usage_router)
     drop_validation_error_schemas(app)
     return app

@@ -85,11 +85,12 @@
     const slot = inner / Math.max(1, bars.length);
     bars.forEach((bar, i) => {
       const h = (bar.value / yMax) * (HEIGHT - PAD.top - PAD.bottom);
-      const x = PAD.left + i * slot + slot * 0.15;
-      const rect = svgEl("rect", { x, y: HEIGHT - PAD.bottom - h, width: slot * 0.7, height: Math.max(0, h), class: "bar" });
+      const width = Math.min(slot * 0.7, 64);
+      const x = PAD.left + i * slot + (slot - width) / 2;
+      const rect = svgEl("rect", { x, y: HEIGHT - PAD.bottom - h, width, height: Math.max(0, h), class: "bar" });
       rect.appendChild(svgEl("title", {}, bar.label + ": " + format(bar.value)));
       parts.push(rect);
-      parts.push(svgEl("text", { x: x + slot * 0.35, y: HEIGHT - 6, "text-anchor": "middle" }, bar.label.slice(0, 18)));
+      parts.push(svgEl("text", { x: x + width / 2, y: HEIGHT - 6, "text-anchor": "middle" }, bar.label.slice(0, 18)));
     });
     svg.replaceChildren(...parts);
     svg.dataset.points = String(bars.length);

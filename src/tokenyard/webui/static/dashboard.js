@@ -123,6 +123,7 @@
     try {
       const answer = await Api.getJson("/admin/usage?" + query, state.key);
       drawUsage(perTenant(Array.isArray(answer) ? answer : answer.data || []));
+      $("usage-cost").textContent = answer.currency ? "Cost (" + answer.currency + ")" : "Cost";
       $("usage-note").textContent = "Chart: prompt + completion tokens per tenant, " + ($("since").value || "…") + " to " + ($("until").value || "today") + ".";
     } catch (err) {
       if (err.status === 401) throw err;
