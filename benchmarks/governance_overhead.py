@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import tempfile
@@ -47,6 +48,12 @@ def governed_store(url: str) -> str:
     return key
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process (its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_gateway(cluster: Cluster, name: str, config: dict[str, object]) -> str:
     port = free_port()
     path = cluster.log_dir / f"{name}.yaml"
@@ -56,6 +63,12 @@ def start_gateway(cluster: Cluster, name: str, config: dict[str, object]) -> str
     service.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
     cluster.workers[name] = service  # stopped with the cluster
     return f"http://127.0.0.1:{port}"
+
+
+def models_ready(url: str, key: str | None) -> bool:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.get(f"{url}/v1/models", headers=headers, timeout=5)
+    return response.status_code == 200 and bool(response.json()["data"])
 
 
 async def rate(url: str, key: str | None, requests: int, concurrency: int) -> float:
@@ -94,30 +107,37 @@ def main() -> None:
         sqlite_url = f"sqlite:///{work / 'store.db'}"
         postgres_url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{database}"
         governed = {"auth": {"enabled": True}, "logs": {"enabled": True}}
+        keys = {"sqlite": governed_store(sqlite_url), "postgresql": governed_store(postgres_url)}
         targets = {
             "off": (start_gateway(cluster, "off", {}), None),
-            "sqlite": (
-                start_gateway(cluster, "sqlite", governed | {"database": {"url": sqlite_url}}),
-                governed_store(sqlite_url),
-            ),
+            "sqlite": (start_gateway(cluster, "sqlite", governed | {"database": {"url": sqlite_url}}), keys["sqlite"]),
             "postgresql": (
                 start_gateway(cluster, "postgresql", governed | {"database": {"url": postgres_url}}),
-                governed_store(postgres_url),
+                keys["postgresql"],
             ),
         }
         for url, key in targets.values():  # warm-up: routes, key caches, connection pools
-            assert wait_until(lambda u=url: bool(httpx.get(f"{u}/v1/models", timeout=5).status_code == 200), 30)
+            assert wait_until(lambda u=url, k=key: models_ready(u, k), 60), cluster.logs()
             asyncio.run(rate(url, key, 32, args.concurrency))
         results: dict[str, list[float]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}  # gateway CPU ms per request
         for round_number in range(args.rounds):
             for name, (url, key) in targets.items():
+                pid = cluster.workers[name].process.pid  # type: ignore[union-attr]
+                before = cpu_seconds(pid)
                 results[name].append(asyncio.run(rate(url, key, args.requests, args.concurrency)))
+                cpu[name].append(1000 * (cpu_seconds(pid) - before) / args.requests)
             print(f"round {round_number + 1}: " + "  ".join(f"{n} {r[-1]:.1f}" for n, r in results.items()), flush=True)
         base = statistics.median(results["off"])
         print(f"\nconcurrency {args.concurrency}, max_tokens 1, {args.requests} requests x {args.rounds} rounds")
+        base_cpu = statistics.median(cpu["off"])
         for name, rates in results.items():
-            median = statistics.median(rates)
-            print(f"{name:<11} median {median:7.1f} req/s  overhead {100 * (1 - median / base):5.1f}%  rounds {rates}")
+            median, per_call = statistics.median(rates), statistics.median(cpu[name])
+            print(
+                f"{name:<11} median {median:6.1f} req/s (overhead {100 * (1 - median / base):5.1f}%)  "
+                f"gateway CPU {per_call:5.2f} ms/request (+{per_call - base_cpu:4.2f})  "
+                f"rounds {[round(r, 1) for r in rates]}"
+            )
     finally:
         cluster.stop()
         with admin.connect() as connection:
