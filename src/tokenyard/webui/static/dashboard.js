@@ -58,7 +58,7 @@
 
   // --- traffic ----------------------------------------------------------------------------------
 
-  const seconds = (v) => (v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2));
+  const seconds = (v) => (v >= 10 ? v.toFixed(0) : String(Number(v.toFixed(2))));
 
   function drawTraffic(series) {
     const points = (pick) => series.buckets.map((b) => [b.start + series.bucket_s, pick(b)]);
