@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from playwright.sync_api import Page, expect
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.processes import Cluster, wait_until
 from tests.webui.chat_helpers import (
@@ -31,6 +32,18 @@ STATS = re.compile(r"^(\d+) tokens · TTFT \d+ ms · \d+\.\d tok/s")
 def worker_status(cluster: Cluster) -> dict[str, int]:
     port = cluster.workers["chat"].port  # type: ignore[attr-defined]
     return dict(httpx.get(f"http://127.0.0.1:{port}/status", timeout=5).json())
+
+
+def aborted_generations(cluster: Cluster) -> float:
+    """The chat worker's own count of generations that ended because the client went away."""
+    port = cluster.workers["chat"].port  # type: ignore[attr-defined]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "tokenyard_request_success_total" and sample.labels.get("finished_reason") == "abort"
+    )
 
 
 def test_model_picker_lists_chat_models_only(web_cluster: Cluster, page: Page) -> None:
@@ -66,6 +79,7 @@ def test_reply_streams_token_by_token_with_its_measurements(web_cluster: Cluster
 def test_stop_ends_the_generation_on_the_worker(web_cluster: Cluster, page: Page) -> None:
     open_chat(page, web_cluster.gateway_url)
     force_length(page, 1800)
+    aborted_before = aborted_generations(web_cluster)
     send(page, "Go on for a long time.")
     page.wait_for_function("document.querySelector('article.streaming .msg-body').textContent.length > 5")
     assert worker_status(web_cluster)["num_running"] == 1
@@ -74,6 +88,7 @@ def test_stop_ends_the_generation_on_the_worker(web_cluster: Cluster, page: Page
     wait_reply_done(page)
     assert wait_until(lambda: worker_status(web_cluster)["num_running"] == 0, timeout=5), "the worker still runs it"
     assert "aborted after" in web_cluster.workers["chat"].logs()
+    assert wait_until(lambda: aborted_generations(web_cluster) == aborted_before + 1, timeout=5)
     stats = page.locator(f"{REPLY} .msg-stats").inner_text()
     assert stats.endswith("stopped"), stats
     assert int(stats.split()[0]) < 1800
