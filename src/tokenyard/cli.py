@@ -14,7 +14,7 @@ from typing import Any
 import click
 import httpx
 
-from tokenyard import __version__
+from tokenyard import __version__, status_view
 from tokenyard.bench.command import bench as bench_command
 from tokenyard.config import Settings, load_settings
 from tokenyard.errors import ConfigError, ModelLoadError, StoreError
@@ -22,7 +22,9 @@ from tokenyard.governance.command import keys as keys_command
 from tokenyard.governance.command import tenants as tenants_command
 from tokenyard.governance.report_command import logs as logs_command
 from tokenyard.governance.report_command import usage as usage_command
-from tokenyard.protocol.internal import DispatchPolicy, WorkerList
+from tokenyard.observability.logs import setup_logging
+from tokenyard.observability.tracing import setup_tracing
+from tokenyard.protocol.internal import DispatchPolicy
 from tokenyard.store.command import db as db_command
 from tokenyard.web import cluster_headers
 
@@ -34,15 +36,11 @@ CONFIG_OPTION = click.option(
 )
 
 
-def _setup_logging(role: str) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(role: str, settings: Settings) -> None:
+    """Readable lines on a terminal, JSON lines otherwise (`logging.format`); tracing when asked."""
+    setup_logging(role, settings.logging)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    setup_tracing(role, settings.tracing)
 
 
 def _settings(config_file: str | None, **sections: dict[str, Any]) -> Settings:
@@ -89,7 +87,7 @@ def serve(
         worker={"model": model, **chat},
         serve={"embedding_model": embedding_model},
     )
-    _setup_logging("serve")
+    _setup_logging("serve", settings)
     from tokenyard.serve import run_serve  # heavy imports only once the settings are valid
 
     sys.exit(run_serve(settings, config_file, {k: v for k, v in chat.items() if v is not None}))
@@ -107,7 +105,7 @@ def serve(
 def controller(config_file: str | None, host: str | None, port: int | None, dispatch: str | None) -> None:
     """Run the controller: worker registry, heartbeats, health and dispatch."""
     settings = _settings(config_file, controller={"host": host, "port": port, "dispatch": dispatch})
-    _setup_logging("controller")
+    _setup_logging("controller", settings)
     from tokenyard.controller.main import run_controller
 
     run_controller(settings.controller, settings.cluster.secret(), settings.metrics, settings.admin_secret())
@@ -170,7 +168,7 @@ def worker(
     names = [*model_names, *(n.strip() for n in (model_names_csv or "").split(",") if n.strip())]
     values = dict(flags, controller=controller_url, model_names=names or None)
     settings = _settings(config_file, worker=values)
-    _setup_logging("worker")
+    _setup_logging("worker", settings)
     from tokenyard.worker.main import run_worker
 
     run_worker(settings)
@@ -184,7 +182,7 @@ def worker(
 def gateway(config_file: str | None, host: str | None, port: int | None, controller_url: str | None) -> None:
     """Run the OpenAI-compatible API gateway."""
     settings = _settings(config_file, gateway={"host": host, "port": port, "controller": controller_url})
-    _setup_logging("gateway")
+    _setup_logging("gateway", settings)
     from tokenyard.gateway.main import run_gateway
 
     run_gateway(settings)
@@ -194,41 +192,22 @@ def gateway(config_file: str | None, host: str | None, port: int | None, control
 @CONFIG_OPTION
 @click.option("--controller", "controller_url", help="Controller URL.  [default: http://127.0.0.1:21001]")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
-def status(config_file: str | None, controller_url: str | None, output_format: str) -> None:
-    """Show the controller's view: workers, models, queue lengths, health."""
+@click.option("--watch", is_flag=True, help="Redraw a live table every second until Ctrl-C.")
+def status(config_file: str | None, controller_url: str | None, output_format: str, watch: bool) -> None:
+    """Show the controller's view: workers, models, state, queue, batch, tokens/s, KV usage."""
     settings = _settings(config_file, gateway={"controller": controller_url})
     url = settings.gateway.controller.rstrip("/")
-    try:
-        response = httpx.get(f"{url}/workers", headers=cluster_headers(settings.cluster.secret()), timeout=5)
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach the controller at {url}: {exc}") from None
-    workers = WorkerList.model_validate_json(response.content).workers
-    rows = [
-        {
-            "id": w.worker_id,
-            "address": w.address,
-            "models": w.models,
-            "kind": w.kind.value if w.kind else None,
-            "state": w.state.value,
-            "reason": w.reason,
-            "queue_length": w.queue_length,
-            "num_running": w.num_running,
-            "speed": round(w.speed, 1),
-            "last_heartbeat_age": round(w.last_heartbeat_age, 1),
-        }
-        for w in workers
-    ]
+    with httpx.Client(headers=cluster_headers(settings.cluster.secret())) as client:
+        if watch:
+            if output_format == "json":
+                raise click.UsageError("--watch draws a table; it cannot be combined with --format json")
+            status_view.watch(client, url)
+            return
+        workers = status_view.fetch_workers(client, url)
     if output_format == "json":
-        click.echo(json.dumps({"workers": rows}, ensure_ascii=False))
+        click.echo(json.dumps({"workers": status_view.rows(workers)}, ensure_ascii=False))
         return
-    click.echo(f"{'ID':<24} {'ADDRESS':<28} {'MODELS':<26} {'STATE':<10} {'QUEUE':>5}  REASON")
-    for row in rows:
-        models = ",".join(row["models"])  # type: ignore[arg-type]
-        click.echo(
-            f"{row['id']:<24} {row['address']:<28} {models:<26} {row['state']:<10} "
-            f"{row['queue_length']:>5}  {row['reason']}"
-        )
+    click.echo(status_view.table(workers))
 
 
 # Defined in its own package (flags, load generator, report); registered here as one more subcommand.

@@ -4,6 +4,7 @@ client hears when none is left."""
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tokenyard.errors import (
     InvalidRequestError,
@@ -15,6 +16,7 @@ from tokenyard.errors import (
     WorkerError,
 )
 from tokenyard.gateway.failover import with_failover
+from tokenyard.observability.gateway import GatewayMetrics
 from tokenyard.protocol.internal import DispatchResponse, ModelKind
 
 
@@ -25,6 +27,7 @@ class FakeRouter:
         self.ids = [f"w{i}" for i in range(num_workers)]
         self.reported: list[str] = []
         self.excludes: list[list[str]] = []
+        self.observer = GatewayMetrics(CollectorRegistry())
 
     async def dispatch(
         self, model: str, exclude: list[str] | None = None, tenant: str | None = None
@@ -58,6 +61,7 @@ async def test_unreachable_worker_is_reported_and_skipped() -> None:
     assert result == "w1"
     assert router.reported == ["w0"]
     assert router.excludes == [[], ["w0"]]
+    assert router.observer.registry.get_sample_value("tokenyard_gateway_retries_total", {"model": "m"}) == 1
 
 
 async def test_draining_and_saturated_workers_are_skipped_but_not_reported() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
 
 from tests.integration.conftest import CHAT_MODEL, EMBEDDING_MODEL
-from tests.integration.processes import Cluster
+from tests.integration.processes import Cluster, wait_until
 
 
 def test_status_json_lists_workers(cluster: Cluster) -> None:
@@ -35,3 +37,26 @@ def test_status_table(cluster: Cluster) -> None:
         check=True,
     )
     assert CHAT_MODEL in result.stdout and "healthy" in result.stdout
+
+
+def test_status_watch_redraws_a_live_table_until_ctrl_c(cluster: Cluster) -> None:
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "tokenyard", "status", "--controller", cluster.controller_url, "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(watch.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        assert wait_until(lambda: sum("(Ctrl-C stops)" in line for line in lines) >= 2, timeout=60)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 130, err
+    assert "Traceback" not in err
+    chat = next(line for line in lines if CHAT_MODEL in line)
+    assert "healthy" in chat and chat.split()[-1].endswith("%")  # the chat worker's KV usage

@@ -11,6 +11,7 @@ changes (say so, since they matter): its rate window is 30 s instead of 5 minute
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -202,3 +203,33 @@ def test_seed_alert_goes_pending_for_a_slowed_worker(stack: Cluster, prometheus:
     assert wait_until(pending, timeout=20, interval=0.5), (elapsed, _series(prometheus, p95))
     alert = next(a for a in _api(prometheus, "alerts")["alerts"] if a["labels"]["alertname"] == SEED_ALERT)
     assert alert["labels"]["model"] == "tiny-chat" and float(alert["value"]) > 0.5
+
+
+def test_request_id_is_in_every_service_log_as_json(stack: Cluster, prometheus: str) -> None:
+    served = httpx.post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        json={"model": "tiny-chat", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 4},
+        headers={"X-Request-ID": "obs-trace-1"},
+        timeout=60,
+    )
+    assert served.status_code == 200 and served.headers["x-request-id"] == "obs-trace-1"
+    missing = httpx.post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"X-Request-ID": "obs-trace-2"},
+        timeout=60,
+    )
+    assert missing.status_code == 404
+
+    def lines(service: str, request_id: str) -> list[dict[str, Any]]:
+        text = (stack.log_dir / f"{service}.log").read_text(errors="replace")
+        parsed = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return [line for line in parsed if line.get("request_id") == request_id]
+
+    assert wait_until(lambda: bool(lines("chat", "obs-trace-1")), timeout=10)
+    (access,) = [line for line in lines("gateway", "obs-trace-1") if line["logger"] == "tokenyard.access"]
+    assert access["status"] == 200 and access["model"] == "tiny-chat" and access["service"] == "gateway"
+    assert access["worker"] and access["latency_ms"] > 0
+    worker_line = lines("chat", "obs-trace-1")[0]
+    assert worker_line["service"] == "worker" and "tokens in" in worker_line["message"]
+    assert any("no worker for no-such-model" in line["message"] for line in lines("controller", "obs-trace-2"))

@@ -24,8 +24,10 @@ from tokenyard.controller.api_hint import GatewaySightingMiddleware, GatewaySigh
 from tokenyard.controller.dispatch import Policy, dispatch, make_policy
 from tokenyard.controller.registry import WorkerRegistry
 from tokenyard.errors import ErrorCode, ModelLoadingError, ModelNotFoundError, NoHealthyWorkerError, TokenyardError
+from tokenyard.gateway.request_id import RequestIdMiddleware
 from tokenyard.observability.controller import ControllerMetrics
 from tokenyard.observability.endpoint import install_metrics_endpoint, new_registry
+from tokenyard.observability.logs import LogContextMiddleware
 from tokenyard.observability.settings import MetricsConfig
 from tokenyard.protocol.internal import (
     DispatchRequest,
@@ -86,6 +88,8 @@ def create_app(
     web.install_error_handlers(app)
     gateways = GatewaySightings(clock)
     app.add_middleware(GatewaySightingMiddleware, sightings=gateways)  # inside the token check
+    app.add_middleware(LogContextMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # the gateway's X-Request-ID, for this controller's log lines
     app.add_middleware(web.ClusterAuthMiddleware, token=cluster_token)
     app.add_middleware(OpenAIHintMiddleware, sightings=gateways)  # outermost: public
     return app
@@ -143,8 +147,10 @@ async def dispatch_route(body: DispatchRequest, request: Request) -> DispatchRes
         chosen = _dispatch(body, request)
     except TokenyardError as exc:
         counter.labels(request.app.state.policy_name, exc.code).inc()
+        logger.info("no worker for %s: %s", body.model, exc.code)
         raise
     counter.labels(request.app.state.policy_name, "dispatched").inc()
+    logger.debug("dispatched %s to %s", body.model, chosen.worker_id)
     return chosen
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -42,6 +43,8 @@ from tokenyard.governance.verifier import KeyVerifier
 from tokenyard.observability.endpoint import install_metrics_endpoint, new_registry
 from tokenyard.observability.gateway import GatewayMetrics
 from tokenyard.observability.http import OpenStreamsMiddleware
+from tokenyard.observability.logs import LogContextMiddleware, forward_request_id, log_outcome
+from tokenyard.observability.tracing import inject_trace_context
 from tokenyard.protocol.openai import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -121,6 +124,7 @@ def middlewares(settings: Settings, state: Callable[[], State]) -> list[Middlewa
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     return [
         Middleware(RequestIdMiddleware),  # first, so that every response (errors too) carries the id
+        Middleware(LogContextMiddleware),  # log lines name the request (its id, tenant, model, worker)
         Middleware(OutcomeMiddleware, listeners=lambda: state().outcomes),  # every /v1 outcome, refusals too
         Middleware(ClientAddressMiddleware, allowlist=settings.ip_allowlist, trusted_proxies=settings.trusted_proxies),
         Middleware(OpenStreamsMiddleware, metrics=lambda: state().gateway_metrics),  # the open-streams gauge
@@ -149,8 +153,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         # The controller names the gateways that call it to clients that knock on its port by mistake.
         headers = {**cluster_headers(cluster_token), GATEWAY_HEADER: f"http://{config.host}:{config.port}"}
-        async with httpx.AsyncClient(headers=headers, limits=limits) as client:
-            router = Router(client, config.controller, config.models_cache_ttl)
+        hooks: list[Any] = [forward_request_id]  # internal calls carry the request's id (and trace)
+        if settings.tracing.enabled:
+            hooks.append(inject_trace_context)
+        async with httpx.AsyncClient(headers=headers, limits=limits, event_hooks={"request": hooks}) as client:
+            router = Router(client, config.controller, config.models_cache_ttl, app.state.gateway_metrics)
             workers = WorkerClient(client, config.request_timeout, config.stall_timeout)
             service = GenerationService(router, workers, config.max_attempts, config.request_timeout)
             app.state.http = client
@@ -186,6 +193,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.gateway_metrics = GatewayMetrics(registry, served=lambda model: _serves(app, model))
     app.state.outcomes.add(app.state.gateway_metrics.observe)  # first: metrics never wait behind the journal
     install_metrics_endpoint(app, registry, settings.metrics, settings.admin_secret())
+    app.state.outcomes.add(log_outcome)
     app.state.metering = None  # usage records, quotas and logs (gateway/metering.py), when on
     app.state.recent_requests = RecentRequests()  # the dashboard's last minutes of traffic
     app.state.outcomes.add(app.state.recent_requests.record)

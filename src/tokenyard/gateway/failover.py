@@ -74,4 +74,6 @@ async def with_failover(
             tried.append(target.worker_id)
             if isinstance(exc, WorkerError):
                 router.report_failure(target.worker_id, exc.message)
+            if router.observer is not None:
+                router.observer.retried(model)
     raise _final_error(failures, model)

@@ -296,6 +296,8 @@ class ResumingStream:
                 self._stream = await self._service.reopen(self._model, self._resumed(token_ids, text), tried)
                 tried.append(self._stream.worker_id)
                 self.resumes += 1
+                if self._service.router.observer is not None:
+                    self._service.router.observer.resumed(self._model)
 
     def _resumed(self, token_ids: list[int], text: str) -> GenerateRequest:
         if not token_ids:

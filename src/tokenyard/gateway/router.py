@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
+from typing import Protocol
 
 import httpx
 
@@ -28,9 +29,24 @@ logger = logging.getLogger(__name__)
 SOLE_ROUTE_MAX_AGE = 5.0  # seconds: a route table this fresh may stand in for the controller's choice
 
 
+class FailoverObserver(Protocol):
+    """Who counts failovers (the gateway's metrics)."""
+
+    def retried(self, model: str) -> None: ...
+
+    def resumed(self, model: str) -> None: ...
+
+
 class Router:
-    def __init__(self, client: httpx.AsyncClient, controller_url: str, models_ttl: float) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        controller_url: str,
+        models_ttl: float,
+        observer: FailoverObserver | None = None,
+    ) -> None:
         self._client = client
+        self.observer = observer  # told of every retry and resumed stream
         self._url = controller_url.rstrip("/")
         self._models_ttl = models_ttl
         self._models: list[ModelInfo] = []

@@ -89,6 +89,14 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+    def retried(self, model: str) -> None:
+        """A request failed on a worker before its first token and is sent to another."""
+        self.retries.labels(model).inc()
+
+    def resumed(self, model: str) -> None:
+        """A stream broke mid-way and continues on another worker."""
+        self.resumed_streams.labels(model).inc()
+
     def observe(self, outcome: RequestOutcome) -> None:
         """Count one finished /v1 request (an outcome listener)."""
         endpoint = ENDPOINTS.get(outcome.endpoint)

@@ -152,6 +152,7 @@ class WorkerMetrics:
     def timer(self) -> StreamTimer:
         return StreamTimer(self.latency, (self.model,))
 
-    def finished(self, timer: StreamTimer, reason: str) -> None:
-        timer.finish()
+    def finished(self, timer: StreamTimer, reason: str) -> float:
+        """Record a generation's end; returns its duration in seconds."""
         self.success.labels(self.model, reason).inc()
+        return timer.finish()

@@ -19,8 +19,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenyard.engine.base import EmbeddingEngine, GenerationEngine, GenerationOutput, PromptTokenizer
 from tokenyard.errors import InvalidRequestError, ModelLoadError, TokenyardError
+from tokenyard.gateway.request_id import RequestIdMiddleware
 from tokenyard.observability.endpoint import install_metrics_endpoint, new_registry
 from tokenyard.observability.latency import StreamTimer
+from tokenyard.observability.logs import LogContextMiddleware
 from tokenyard.observability.nvml import register_accelerator_metrics
 from tokenyard.observability.settings import MetricsConfig
 from tokenyard.observability.worker import WorkerMetrics, WorkerSnapshot
@@ -125,11 +127,12 @@ async def _stream_lines(
         await outputs.aclose()
         runtime.in_flight -= 1
         reason = "error" if failed else (last.finish_reason if last and last.finish_reason else "abort")
-        if runtime.metrics is not None:
-            runtime.metrics.finished(timer, reason)
+        seconds = runtime.metrics.finished(timer, reason) if runtime.metrics is not None else 0.0
+        produced = last.num_output_tokens if last else 0
         if reason == "abort":
-            produced = last.num_output_tokens if last else 0
             logger.info("request %s aborted after %d tokens: the client went away", request_id, produced)
+        else:
+            logger.info("request %s: %d tokens in %.2f s (%s)", request_id, produced, seconds, reason)
 
 
 def register_routes(app: FastAPI) -> None:
@@ -268,6 +271,8 @@ def create_app(
     install_metrics_endpoint(app, registry, metrics or MetricsConfig(), admin_key)
     install_error_handlers(app)
     register_routes(app)
+    app.add_middleware(LogContextMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # the gateway's X-Request-ID, for this worker's log lines
     app.add_middleware(ClusterAuthMiddleware, token=cluster_token)
     return app
 
