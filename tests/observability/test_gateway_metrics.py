@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry
 
+from tokenyard.gateway.filtering import FilterAction
 from tokenyard.observability.gateway import GatewayMetrics
 from tokenyard.observability.http import OpenStreamsMiddleware
 from tokenyard.protocol.outcome import RequestOutcome
@@ -55,6 +56,8 @@ def test_labels_stay_bounded_and_refusals_have_reasons() -> None:
     metrics.observe(_outcome(status=429, error_code="quota_exceeded"))
     metrics.observe(_outcome(status=429, error_code="overloaded", endpoint="/v1/embeddings"))
     metrics.observe(_outcome(endpoint="/admin/keys"))  # not a /v1 call: not counted
+    masked = FilterAction(stage="output", action="masked", rule_id="r1", list_name="words", where="choices[0]")
+    metrics.observe(_outcome(filter_actions=[masked, {"stage": "input", "action": "refused"}], status=400))
     unknown = {"model": "unknown", "tenant": "anonymous", "endpoint": "chat", "status": "404"}
     assert _value(metrics, "tokenyard_gateway_requests_total", **unknown) == 1
     assert _value(metrics, "tokenyard_gateway_rejected_requests_total", reason="quota", tenant="租户") == 1
@@ -66,7 +69,10 @@ def test_labels_stay_bounded_and_refusals_have_reasons() -> None:
         for sample in family.samples
         if sample.name.endswith("_total")
     )
-    assert total == 3
+    assert total == 4
+    for stage in ("input", "output"):
+        hits = {"where": stage, "tenant": "租户"}
+        assert _value(metrics, "tokenyard_gateway_content_filter_hits_total", **hits) == 1
 
 
 async def test_a_stream_is_open_while_it_is_sent() -> None:

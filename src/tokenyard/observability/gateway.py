@@ -24,7 +24,7 @@ REJECTION_REASONS = {
     "quota_exceeded": "quota",
     "overloaded": "saturation",
 }
-# An outcome's filter action names where the filter matched, when it says.
+# Where the word filter matched (FilterAction.stage): the request's input or the model's output.
 FILTER_PLACES = frozenset({"input", "output"})
 
 
@@ -112,9 +112,9 @@ class GatewayMetrics:
         self._tokens(model, tenant, outcome)
         if outcome.status == 429:
             self.rejected.labels(REJECTION_REASONS.get(outcome.error_code or "", "saturation"), tenant).inc()
-        for action in outcome.filter_actions:
-            where = action.get("where") if isinstance(action, dict) else None
-            self.filter_hits.labels(where if where in FILTER_PLACES else "unknown", tenant).inc()
+        for action in outcome.filter_actions:  # gateway.filtering.FilterAction, or its dict
+            stage = action.get("stage") if isinstance(action, dict) else getattr(action, "stage", None)
+            self.filter_hits.labels(stage if stage in FILTER_PLACES else "unknown", tenant).inc()
 
     def _inter_token(self, model: str, outcome: RequestOutcome) -> None:
         """The record keeps no per-token times: each token after the first counts the request's mean
