@@ -90,7 +90,8 @@ class QuotaMiddleware:
     ) -> Any:
         model = str(data.get("model") or "")
         context = None
-        if scope["path"] != "/v1/embeddings":
+        limited = data.get("max_completion_tokens") or data.get("max_tokens")
+        if scope["path"] != "/v1/embeddings" and not limited:  # only then is the context length the bound
             router = scope["app"].state.router
             context = next((m.context_length for m in await router.models() if m.name == model), None)
         new_tokens = 0 if scope["path"] == "/v1/embeddings" else most_new_tokens(data, context)
