@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.governance.helpers import matcher
-from tokenyard.governance.output_scan import ChoiceScanner, scan_whole
+from tokenyard.governance.output_scan import ChoiceScanner, scan_whole, spells_word
 from tokenyard.governance.textnorm import normalise
 from tokenyard.governance.wordfilter import Matcher
 
@@ -110,3 +110,19 @@ def test_masking_reports_each_hit_once(m: Matcher) -> None:
         hits += scanner.feed(char).hits
     hits += scanner.finish().hits
     assert [hit.rule.word for hit in hits] == ["大麻", "海洛因", "大麻"]
+
+
+@pytest.mark.parametrize(("action", "shown"), [("mask", "*吧"), ("stop", "")])
+def test_a_word_begun_in_the_echoed_prompt_is_caught_in_the_answer(m: Matcher, action: str, shown: str) -> None:
+    scanner = ChoiceScanner(m, action)  # type: ignore[arg-type]
+    scanner.prime("我要买大")
+    first = scanner.feed("麻")
+    assert first.text == "" and scanner.held == "麻"  # "大" is out already: "麻" waits for what follows
+    rest = scanner.feed("吧")
+    assert rest.text == shown and rest.stopped == (action == "stop")
+    assert [hit.rule.word for hit in rest.hits] == ["大麻"]
+
+
+def test_spells_word_reads_a_piece_in_its_context(m: Matcher) -> None:
+    assert spells_word(m, "买大", "麻", "吧") and spells_word(m, "", "s", "ex now")
+    assert not spells_word(m, "这是个大", "麻", "烦") and not spells_word(m, "大麻", "吧", "")

@@ -248,3 +248,83 @@ def test_tool_call_arguments_are_filtered_too(urls: dict[str, str]) -> None:
         if delta.function and delta.function.arguments
     ]
     assert json.loads("".join(pieces)) == {"city": "*****"}
+
+
+def raw_body(c: OpenAI, api: str, **kwargs: Any) -> bytes:
+    """The response as it came over the wire (JSON, or every SSE event), through the official client."""
+    create = c.chat.completions if api == "chat" else c.completions
+    with create.with_streaming_response.create(model=MODEL, temperature=0, **kwargs) as response:
+        return b"".join(response.iter_bytes())
+
+
+def documents(body: bytes) -> list[Any]:
+    if not body.startswith(b"data:"):
+        return [json.loads(body)]
+    events = [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
+    return [json.loads(event) for event in events if event != b"[DONE]"]
+
+
+def token_bytes(token: str) -> bytes:
+    """A legacy completions token as bytes ("bytes:\\xe5\\x8d" for part of a character)."""
+    if token.startswith("bytes:"):
+        return bytes(int(h, 16) for h in token[len("bytes:") :].split("\\x")[1:])
+    return token.encode()
+
+
+def spelled(body: bytes) -> bytes:
+    """The chosen tokens' bytes, joined in order over the whole response: what they spell."""
+    out = b""
+    for document in documents(body):
+        for choice in document.get("choices", []):
+            logprobs = choice.get("logprobs") or {}
+            out += bytes(b for item in logprobs.get("content") or [] for b in item["bytes"])
+            out += b"".join(token_bytes(token) for token in logprobs.get("tokens") or [])
+    return out
+
+
+def shows(body: bytes, word: str) -> bool:
+    return word.encode() in body or json.dumps(word).encode()[1:-1] in body or word.encode() in spelled(body)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_never_show_a_filtered_word(urls: dict[str, str], stream: bool) -> None:
+    chat_fields: Any = {"messages": FRANCE, "max_tokens": 12, "logprobs": True, "top_logprobs": 5, "stream": stream}
+    counting: Any = {"prompt": COUNTING, "max_tokens": 30, "logprobs": 5, "echo": True, "stream": stream}
+    assert shows(raw_body(client(urls, "plain"), "chat", **chat_fields), "Paris")  # where the leak was
+    assert shows(raw_body(client(urls, "plain"), "completions", **counting), "十二")
+    for action in ("mask", "stop"):
+        chat_body = raw_body(client(urls, action), "chat", **chat_fields)
+        assert not shows(chat_body, "Paris"), chat_body
+        assert (b"*****" in chat_body) == (action == "mask") and b'"token":' in chat_body
+        completion_body = raw_body(client(urls, action), "completions", **counting)
+        assert not shows(completion_body, "十二"), completion_body
+        assert COUNTING.encode() in completion_body and b'"tokens":' in completion_body
+
+
+def test_logprobs_are_unchanged_when_nothing_is_filtered(urls: dict[str, str]) -> None:
+    fields: Any = {"max_tokens": 10, "logprobs": True, "top_logprobs": 3}
+    question = [{"role": "user", "content": "What is two plus two?"}]
+    plain = chat(client(urls, "plain"), question, **fields).choices[0].logprobs.content
+    assert plain
+    for stream in (False, True):
+        if stream:
+            items = [
+                item
+                for chunk in chat(client(urls, "mask"), question, stream=True, **fields)
+                for choice in chunk.choices
+                for item in (choice.logprobs.content or [] if choice.logprobs else [])
+            ]
+        else:
+            items = chat(client(urls, "mask"), question, **fields).choices[0].logprobs.content
+        assert [(i.token, i.bytes, [t.token for t in i.top_logprobs]) for i in items] == [
+            (i.token, i.bytes, [t.token for t in i.top_logprobs]) for i in plain
+        ]
+        assert [i.logprob for i in items] == pytest.approx([i.logprob for i in plain])
+    legacy: Any = {"prompt": "The quick brown fox", "max_tokens": 8, "logprobs": 3, "echo": True, "temperature": 0}
+    expected = client(urls, "plain").completions.create(model=MODEL, **legacy).choices[0]
+    got = client(urls, "mask").completions.create(model=MODEL, **legacy).choices[0]
+    assert got.text == expected.text and got.logprobs is not None and expected.logprobs is not None
+    assert got.logprobs.tokens == expected.logprobs.tokens and got.logprobs.text_offset == expected.logprobs.text_offset
+    assert [sorted(t or {}) for t in got.logprobs.top_logprobs or []] == [
+        sorted(t or {}) for t in expected.logprobs.top_logprobs or []
+    ]

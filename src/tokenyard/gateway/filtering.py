@@ -18,8 +18,9 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from tokenyard.errors import ContentFilteredError, InvalidRequestError
+from tokenyard.gateway.filtered_choice import FilteredChoice
 from tokenyard.governance.content_filter import WordFilter
-from tokenyard.governance.output_scan import ChoiceScanner, Scanned
+from tokenyard.governance.output_scan import ChoiceScanner
 from tokenyard.governance.wordfilter import Hit
 from tokenyard.protocol.internal import GenerateChunk
 from tokenyard.protocol.openai import ChatCompletionRequest, CompletionRequest
@@ -151,31 +152,23 @@ class OutputGuard:
     async def filter(
         self, chunks: Chunks, stop: Callable[[int], None]
     ) -> AsyncGenerator[tuple[int, GenerateChunk], None]:
-        """The chunks with their text filtered; a choice the filter stops ends with "content_filter",
-        `stop(index)` tells its worker to stop, and its later chunks carry only their token counts."""
-        scanners: dict[int, ChoiceScanner | None] = {}
+        """The chunks with their text and logprobs filtered (`filtered_choice`); a choice the filter
+        stops ends with "content_filter", `stop(index)` tells its worker to stop, and its later chunks
+        carry only their token counts."""
+        choices: dict[int, FilteredChoice | None] = {}
         async for index, chunk in chunks:
-            if index not in scanners:
-                scanners[index] = self._new_scanner()
-            scanner = scanners[index]
-            if scanner is None:
+            if index not in choices:
+                scanner = self._new_scanner()
+                choices[index] = None if scanner is None else FilteredChoice(scanner)
+            choice = choices[index]
+            if choice is None:
                 yield index, chunk
-            elif scanner.stopped:
+            elif choice.scanner.stopped:
                 yield index, chunk.model_copy(update={"text": "", "logprobs": None, "finish_reason": None})
             else:
-                scanned = _scan(scanner, chunk)
+                filtered, scanned = choice.apply(chunk)
                 for hit in scanned.hits:
                     self._log.record("output", "stopped" if scanned.stopped else "masked", hit, f"choices[{index}]")
                 if scanned.stopped:
                     stop(index)
-                    yield index, chunk.model_copy(update={"text": scanned.text, "finish_reason": "content_filter"})
-                else:
-                    yield index, chunk.model_copy(update={"text": scanned.text})
-
-
-def _scan(scanner: ChoiceScanner, chunk: GenerateChunk) -> Scanned:
-    scanned = scanner.feed(chunk.text)
-    if chunk.finish_reason is None or scanned.stopped:
-        return scanned
-    rest = scanner.finish()
-    return Scanned(scanned.text + rest.text, scanned.hits + rest.hits, rest.stopped)
+                yield index, filtered
