@@ -4,7 +4,8 @@
 
 Uses the realistic lists and the ordinary-sentence corpus of the tests (tests/governance/data):
 the corpus repeated to `--chars` characters is screened as one prompt, and the corpus alone is fed
-to one output scanner in chunks of `--chunk` characters (about one token each). CPU time of this
+to one output scanner in chunks of `--chunk` characters (about one token each), then again with a
+logprob entry per chunk carrying `--top` alternatives (other chunks of the corpus). CPU time of this
 process (`time.process_time`), so other load on the machine does not inflate it; best of 3.
 """
 
@@ -15,8 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tokenyard.gateway.filtered_choice import FilteredChoice
 from tokenyard.governance.content_filter import WordFilter
 from tokenyard.governance.wordlists import FilterConfig
+from tokenyard.protocol.internal import GenerateChunk, LogprobEntry, TokenLogprobs
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "governance" / "data"
 
@@ -34,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chars", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=3)
+    parser.add_argument("--top", type=int, default=5)
     args = parser.parse_args()
     words = WordFilter.from_config(
         FilterConfig(word_files=[DATA / "drugs.txt", DATA / "crime.txt"], allow_files=[DATA / "allow.txt"])
@@ -55,6 +59,23 @@ def main() -> None:
 
     scan = best_of(3, stream)
     print(f"output: {len(chunks)} chunks of {args.chunk} characters, {scan / len(chunks) * 1e6:.1f} us per chunk")
+    with_logprobs = [_with_entry(chunk, chunks[i + 1 : i + 1 + args.top]) for i, chunk in enumerate(chunks)]
+
+    def stream_logprobs() -> None:
+        scanner = words.scanner(None)
+        assert scanner is not None
+        choice = FilteredChoice(scanner)
+        for chunk in with_logprobs:
+            choice.apply(chunk)
+
+    scan = best_of(3, stream_logprobs)
+    print(f"output with logprobs, {args.top} alternatives: {scan / len(chunks) * 1e6:.1f} us per chunk")
+
+
+def _with_entry(text: str, alternatives: list[str]) -> GenerateChunk:
+    top = [LogprobEntry(token=alt, logprob=-1.0, bytes=list(alt.encode())) for alt in alternatives]
+    entry = TokenLogprobs(token=text, logprob=-0.5, bytes=list(text.encode()), top_logprobs=top)
+    return GenerateChunk(text=text, logprobs=[entry])
 
 
 if __name__ == "__main__":
