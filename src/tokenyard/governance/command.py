@@ -23,6 +23,7 @@ from tokenyard.governance.access_version import bump_sync
 from tokenyard.governance.quota_admin import QuotaView, get_quota, set_quota
 from tokenyard.governance.quota_command import describe, quota_change, quota_options
 from tokenyard.store import Store
+from tokenyard.textwidth import ljust
 
 T = TypeVar("T")
 CONFIG = click.option(
@@ -115,7 +116,7 @@ def list_keys(config_file: str | None, tenant: str | None, output_format: str) -
         models = "*" if k.models is None else ",".join(k.models)
         expires = k.expires_at.strftime("%Y-%m-%d") if k.expires_at else "-"
         click.echo(
-            f"{k.prefix:<12} {k.tenant:<20} {k.state:<8} {limit(k.rpm):>6} {limit(k.tpm):>8} "
+            f"{k.prefix:<12} {ljust(k.tenant, 20)} {k.state:<8} {limit(k.rpm):>6} {limit(k.tpm):>8} "
             f"{limit(k.max_parallel):>4}  {expires}  {models}"
         )
 
@@ -159,7 +160,8 @@ def print_tenant(view: tenant_ops.TenantView) -> None:
     models = "*" if view.models is None else ",".join(view.models)
     networks = ",".join(view.ip_allowlist) or "-"
     click.echo(
-        f"{view.name:<20} {limit(view.rpm):>6} {limit(view.tpm):>8} {limit(view.max_parallel):>4}  {networks}  {models}"
+        f"{ljust(view.name, 20)} {limit(view.rpm):>6} {limit(view.tpm):>8} {limit(view.max_parallel):>4}"
+        f"  {networks}  {models}"
     )
 
 

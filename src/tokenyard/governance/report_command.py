@@ -29,6 +29,7 @@ from tokenyard.governance.conversations import (
 from tokenyard.governance.records import ConversationRecord
 from tokenyard.governance.reports import UsageQuery, to_csv, to_table, usage_report
 from tokenyard.store import Store
+from tokenyard.textwidth import ljust
 
 CONFIG = click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file (or TOKENYARD_CONFIG)."
@@ -133,7 +134,7 @@ def list_command(
     click.echo(f"{'ID':<34} {'CREATED (UTC)':<20} {'TENANT':<16} {'MODEL':<24} {'STATUS':>6}  ANSWER")
     for c in found:
         stamp = c.created_at.strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{c.id:<34} {stamp:<20} {c.tenant:<16} {c.model:<24} {c.status:>6}  {c.preview}")
+        click.echo(f"{c.id:<34} {stamp:<20} {ljust(c.tenant, 16)} {ljust(c.model, 24)} {c.status:>6}  {c.preview}")
 
 
 def _load(config_file: str | None, ident: str) -> ConversationRecord:

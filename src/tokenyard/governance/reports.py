@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from tokenyard.governance.quotas import from_micros
 from tokenyard.store import Store, UsageDaily
+from tokenyard.textwidth import ljust
 
 GroupBy = Literal["day", "model", "key"]
 COLUMNS = {"day": UsageDaily.day, "model": UsageDaily.model, "key": UsageDaily.key_prefix}
@@ -117,7 +118,7 @@ def to_csv(lines: list[UsageLine], group_by: GroupBy, currency: str) -> str:
 def to_table(lines: list[UsageLine], group_by: GroupBy, currency: str) -> str:
     header = f"{'TENANT':<20} {group_by.upper():<24} {'CALLS':>8} {'PROMPT':>10} {'COMPLETION':>10} {'COST':>14}"
     rows = [
-        f"{line.tenant:<20} {line.group:<24} {line.calls:>8} {line.prompt_tokens:>10} "
+        f"{ljust(line.tenant, 20)} {ljust(line.group, 24)} {line.calls:>8} {line.prompt_tokens:>10} "
         f"{line.completion_tokens:>10} {line.cost:>14f}"
         for line in lines
     ]
