@@ -28,6 +28,7 @@ from tokenyard.gateway.openapi import documented, drop_validation_error_schemas,
 from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
 from tokenyard.gateway.principal import DefaultPrincipalMiddleware, principal_of, require_model
 from tokenyard.gateway.quota import QuotaMiddleware
+from tokenyard.gateway.quota_gauge import keep_quota_gauge
 from tokenyard.gateway.ratelimit import RateLimitMiddleware
 from tokenyard.gateway.recent_requests import RecentRequests
 from tokenyard.gateway.request_id import RequestIdMiddleware
@@ -170,10 +171,15 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                 app.state.metering = build_metering(settings, store)
                 app.state.metering.start(app.state.outcomes)
                 app.state.gateway_metrics.journal_backlog.set_function(app.state.metering.pipeline.journal.backlog)
+            background = [refresher]
+            if app.state.metering is not None and app.state.metering.quotas is not None:
+                gauge = app.state.gateway_metrics.quota_usage
+                background.append(asyncio.create_task(keep_quota_gauge(app.state.metering.quotas, gauge)))
             async with governance(app, settings):
                 yield
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if app.state.metering is not None:
                 await app.state.metering.stop()
 

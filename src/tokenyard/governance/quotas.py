@@ -87,6 +87,9 @@ class Counters(Protocol):
     def adjust(self, targets: list[tuple[QuotaSpec, str]], delta: Amounts) -> None:
         """Add `delta` (possibly negative) to every target, unconditionally."""
 
+    def used(self, spec: QuotaSpec, start: str) -> Amounts:
+        """What the quota's counter holds for the period starting `start` (settled plus reserved)."""
+
 
 class QuotaService:
     """Knows every quota (the whole table, re-read every `cache_seconds`) and reserves, settles and
@@ -136,6 +139,22 @@ class QuotaService:
                     retry_after=seconds_left(refused.period, now),
                 )
         return Reservation(targets, amounts)
+
+    def tenant_usage(self, now: datetime | None = None) -> list[tuple[str, str, float]]:
+        """(tenant, 'calls'|'tokens'|'cost', share used this period) for every limit of every tenant
+        quota: what the near-quota gauge shows. Key quotas are left out to keep the labels bounded."""
+        now = now or datetime.now(timezone.utc)
+        self.specs_for("", None)  # re-reads the table when the cached copy is old
+        shares: list[tuple[str, str, float]] = []
+        for spec in (self._quotas or {}).values():
+            if spec.scope != "tenant":
+                continue
+            used = self.counters.used(spec, period_start(spec.period, now))
+            limits = (("calls", spec.max_calls, used.calls), ("tokens", spec.max_tokens, used.tokens))
+            for kind, limit, value in (*limits, ("cost", spec.max_cost_micros, used.cost_micros)):
+                if limit is not None:
+                    shares.append((spec.subject, kind, value / limit if limit > 0 else 1.0))
+        return shares
 
     def settle(self, reservation: Reservation, actual: Amounts) -> None:
         """Replace the reservation by what the call really used (all zero releases it)."""
@@ -213,6 +232,17 @@ class SqlCounters:
                 if attempt == self.RETRIES - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
+
+    def used(self, spec: QuotaSpec, start: str) -> Amounts:
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(QuotaCounter.calls, QuotaCounter.tokens, QuotaCounter.cost_micros).where(
+                    QuotaCounter.scope == spec.scope,
+                    QuotaCounter.subject == spec.subject,
+                    QuotaCounter.period_start == start,
+                )
+            ).first()
+        return Amounts() if row is None else Amounts(int(row[0]), int(row[1]), int(row[2]))
 
 
 def _counter_update(spec: QuotaSpec, start: str):  # type: ignore[no-untyped-def]
