@@ -127,7 +127,9 @@ class Cluster:
     def wait_past_startup_grace(self, grace: float = 5.0) -> None:
         time.sleep(max(0.0, self.controller_started + grace - time.monotonic()))
 
-    def start_worker(self, name: str, model: str, *extra: str, wait: bool = True) -> Service:
+    def start_worker(
+        self, name: str, model: str, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Service:
         port = free_port()
         args = [
             "worker",
@@ -141,7 +143,7 @@ class Cluster:
             str(self.heartbeat_interval),
             *extra,
         ]
-        worker = Service(name, args, self.log_dir, self.env).start()
+        worker = Service(name, args, self.log_dir, env or self.env).start()
         worker.port = port  # type: ignore[attr-defined]
         self.workers[name] = worker
         if wait:

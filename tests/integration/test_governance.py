@@ -229,3 +229,41 @@ def test_a_gateway_without_its_store_serves_known_keys_and_says_degraded(governe
         assert "auth degraded" in gateway.service.logs()
     finally:
         gateway.service.stop()
+
+
+def prompt_tokens_served(worker_port: int) -> float:
+    """Prompt tokens the worker has processed, from its own /metrics (0 when it has served nothing)."""
+    text = httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10).text
+    lines = [line for line in text.splitlines() if line.startswith("tokenyard_prompt_tokens_total")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def test_a_saturated_tenant_gets_429_not_another_tenants_idle_worker(
+    governed: Governed, tiny_chat_model_dir: Path
+) -> None:
+    """A's own worker (one running, one queued) is flooded while B's worker for the same model is idle:
+    A's overflow is refused with 429 and B's worker never sees one of A's requests."""
+    cluster = governed.cluster
+    crowded = ["--model-name", "crowded", "--max-batch-size", "1"]
+    env = {**cluster.env, "TOKENYARD_WORKER__MAX_QUEUE_LENGTH": "1"}
+    own_a = cluster.start_worker("a-own", str(tiny_chat_model_dir), *crowded, "--tenant", "a", env=env)
+    idle_b = cluster.start_worker("b-idle", str(tiny_chat_model_dir), *crowded, "--tenant", "b")
+    url = governed.gateways[0].url
+    a = keys.create_key(governed.store, KeySettings(tenant="a")).key
+    assert wait_until(lambda: "crowded" in model_ids(url, a), timeout=30), cluster.logs()
+
+    async def flood() -> list[httpx.Response]:
+        body = {"model": "crowded", "messages": [{"role": "user", "content": "写一首诗"}], "max_tokens": 200}
+        async with httpx.AsyncClient(timeout=120) as client:
+            send = [client.post(f"{url}/v1/chat/completions", json=body, headers=bearer(a)) for _ in range(8)]
+            return await asyncio.gather(*send)
+
+    try:
+        statuses = [r.status_code for r in asyncio.run(flood())]
+        assert 200 in statuses and 429 in statuses, statuses
+        assert set(statuses) <= {200, 429}, statuses
+        assert prompt_tokens_served(own_a.port) > 0  # type: ignore[attr-defined]
+        assert prompt_tokens_served(idle_b.port) == 0  # type: ignore[attr-defined]
+    finally:
+        own_a.stop()
+        idle_b.stop()
