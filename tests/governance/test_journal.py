@@ -122,3 +122,18 @@ async def test_drain_on_shutdown_reports_a_sink_that_stays_down(tmp_path: Path) 
     # Nothing is lost: the next start finds the record waiting.
     with Journal(tmp_path) as reopened:
         assert ids(reopened.pending(10)[0]) == [1]
+
+
+async def test_the_drain_gathers_the_records_of_calls_that_finish_close_together(tmp_path: Path) -> None:
+    sink = FlakySink(failures=0)
+    pipeline = JournalPipeline(Journal(tmp_path), sink, idle_interval=30, gather_interval=1.0)
+    runner = asyncio.create_task(pipeline.run())
+    for n in range(5):  # five separate appends (five fsyncs), well within the gathering second
+        await pipeline.append({"n": n})
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(sink.stored) < 5 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    pipeline.journal.close()
+    assert sorted(sink.stored) == list(range(5)) and sink.calls == 1  # one database transaction, not five

@@ -5,6 +5,9 @@ so the event loop never waits on the disk. The drain takes batches after the jou
 hands them to a sink (the database writer); only when the sink returns is the cursor moved. A sink
 that fails (the database is down) is retried with a growing pause while the journal keeps growing
 and the gateway keeps serving; when it succeeds again the backlog goes out batch by batch.
+Woken by an append, the drain waits `gather_interval` first, so that the records of many calls go
+to the database in one transaction instead of one each (they are on disk already: waiting loses
+nothing, and a full batch is written without the pause).
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ class JournalPipeline:
         batch_size: int = 500,
         idle_interval: float = 0.5,
         max_retry_interval: float = 5.0,
+        gather_interval: float = 0.25,
     ) -> None:
         self.journal = journal
         self._sink = sink
         self._batch_size = batch_size
         self._idle_interval = idle_interval
         self._max_retry_interval = max_retry_interval
+        self._gather_interval = gather_interval
         self._queue: list[tuple[Record, asyncio.Future[None]]] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
@@ -96,6 +101,7 @@ class JournalPipeline:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_interval)
+                    await asyncio.sleep(self._gather_interval)  # woken: let more calls' records gather
 
     async def drain(self, timeout: float) -> bool:
         """Send everything waiting (on shutdown); False if the sink could not take it all in time."""
