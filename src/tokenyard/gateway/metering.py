@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 
 import redis
 
@@ -46,6 +47,22 @@ class Metering:
     store: Store
     runner: asyncio.Task[None] | None = None
     pruner: asyncio.Task[None] | None = None
+    settling: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def settle_later(self, work: Awaitable[None]) -> None:
+        """Run a quota settlement after the answer has gone: it only ever gives back part of a
+        reservation (the reservation is the most a call can use), so until it runs the counter errs
+        high and a quota can never be passed. Shutdown waits for the ones still running."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("quota settlement failed; the reservation stays counted")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.settling.add(task)  # a strong reference until it is done
+        task.add_done_callback(self.settling.discard)
 
     async def on_outcome(self, outcome: RequestOutcome) -> None:
         """Journal the call's usage record (and conversation); returns once it is on disk."""
@@ -81,7 +98,10 @@ class Metering:
             await asyncio.sleep(RETENTION_INTERVAL)
 
     async def stop(self) -> None:
-        """Write what the journal holds (bounded by drain_timeout), then stop the writer."""
+        """Finish the settlements under way, write what the journal holds (bounded by drain_timeout),
+        then stop the writer."""
+        if self.settling:
+            await asyncio.wait(set(self.settling), timeout=self.drain_timeout)
         for task in (self.runner, self.pruner):
             if task is not None:
                 task.cancel()

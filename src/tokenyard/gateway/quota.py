@@ -4,9 +4,11 @@ The reservation is the most the call can use: one call; as tokens, the request b
 bytes (no byte-level tokenizer makes more prompt tokens than the prompt has bytes, and the JSON
 around the text is longer than a chat template's few tokens per message) plus every token each
 choice may generate (`max_tokens`, or the model's context length when unset); and the most that
-costs. A refusal is a 429 `quota_exceeded` with Retry-After at the period's end. If the quota
-store cannot be reached, a tenant known to have no quota is served and one with a quota is refused
-with a 503: a quota is never passed because a database was down.
+costs. The settlement runs after the answer has gone (`Metering.settle_later`): it gives back the
+part of the reservation the call did not use, so until it runs the counter errs high, never low. A
+refusal is a 429 `quota_exceeded` with Retry-After at the period's end. If the quota store cannot
+be reached, a tenant known to have no quota is served and one with a quota is refused with a 503:
+a quota is never passed because a database was down.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class QuotaMiddleware:
                 tokens = usage.prompt_tokens + usage.billed_completion_tokens if usage.calls_billed else 0
                 actual = Amounts(usage.calls_billed, tokens, to_micros(usage.cost))
                 assert metering.quotas is not None
-                await asyncio.to_thread(metering.quotas.settle, reservation, actual)
+                metering.settle_later(asyncio.to_thread(metering.quotas.settle, reservation, actual))
 
             tracker.on_finish(settle)
         await self.app(scope, replay_body(body, receive), send)
