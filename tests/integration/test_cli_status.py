@@ -45,6 +45,9 @@ def test_status_watch_redraws_a_live_table_until_ctrl_c(cluster: Cluster) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As at a terminal: a suite started in the background (`make test &`) passes SIGINT on ignored,
+        # and Python then never turns Ctrl-C into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(watch.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
@@ -56,6 +59,7 @@ def test_status_watch_redraws_a_live_table_until_ctrl_c(cluster: Cluster) -> Non
     finally:
         if watch.poll() is None:
             watch.kill()
+            watch.communicate()  # closes the pipes
     assert watch.returncode == 130, err
     assert "Traceback" not in err
     chat = next(line for line in lines if CHAT_MODEL in line)
