@@ -87,11 +87,7 @@ class BlockQLinear(QuantisedLinear):
     def quantised_mm(self, x: torch.Tensor) -> torch.Tensor:
         # x: [T, K] -> [T, N]; activations quantised per block inside the call (blockq_linear)
         dtype = x.dtype
-        if dtype not in (torch.bfloat16, torch.float32):
-            x = x.float()
-        x = x.contiguous()
-        out_dtype = torch.float32 if self.float_output or x.dtype == torch.float32 else torch.bfloat16
-        out = torch.empty(x.shape[0], self.out_features, dtype=out_dtype)
+        x, out = kernel_buffers(x, self.out_features, self.float_output)
         self.lib.blockq_linear(
             self.bits,
             self.weights.data_ptr(),
@@ -102,6 +98,16 @@ class BlockQLinear(QuantisedLinear):
             int(x.dtype == torch.bfloat16),
             x.shape[0],
             out.data_ptr(),
-            int(out_dtype == torch.bfloat16),
+            int(out.dtype == torch.bfloat16),
         )
         return out if self.float_output or out.dtype == dtype else out.to(dtype)
+
+
+def kernel_buffers(x: torch.Tensor, out_features: int, float_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activations as the native linear kernels read them (bfloat16 or float32, contiguous) and the
+    output they write: float32 for float32 input or float logits, bfloat16 otherwise."""
+    if x.dtype not in (torch.bfloat16, torch.float32):
+        x = x.float()
+    x = x.contiguous()
+    out_dtype = torch.float32 if float_output or x.dtype == torch.float32 else torch.bfloat16
+    return x, torch.empty(x.shape[0], out_features, dtype=out_dtype)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tokenyard.engine import native
+from tokenyard.engine.modeling.blockq import kernel_buffers
 from tokenyard.engine.modeling.quant import QuantisedLinear
 
 SUPER = 256
@@ -163,11 +164,7 @@ class KQuantLinear(QuantisedLinear):
     def quantised_mm(self, x: torch.Tensor) -> torch.Tensor:
         # x: [T, K] -> [T, N]; activations quantised per super-block inside the call (Q8_K)
         dtype = x.dtype
-        if dtype not in (torch.bfloat16, torch.float32):
-            x = x.float()
-        x = x.contiguous()
-        out_dtype = torch.float32 if self.float_output or x.dtype == torch.float32 else torch.bfloat16
-        out = torch.empty(x.shape[0], self.out_features, dtype=out_dtype)
+        x, out = kernel_buffers(x, self.out_features, self.float_output)
         self.lib.kquant_linear(
             self.weights.data_ptr(),
             self.tiles.data_ptr(),
@@ -177,6 +174,6 @@ class KQuantLinear(QuantisedLinear):
             int(x.dtype == torch.bfloat16),
             x.shape[0],
             out.data_ptr(),
-            int(out_dtype == torch.bfloat16),
+            int(out.dtype == torch.bfloat16),
         )
         return out if self.float_output or out.dtype == dtype else out.to(dtype)
