@@ -17,13 +17,21 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "llama-server"
+# The peer every figure in docs/benchmarks.md and the issues was measured against: a newer llama.cpp
+# is another peer (its speed on this CPU differs), so a ratio is only comparable at the same version.
+LLAMA_CPP_PYTHON = "0.3.36"
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / f"llama-server-{LLAMA_CPP_PYTHON}"
 
 # Network features off: this machine reaches only package registries, and LLAMA_USE_PREBUILT_UI (on by
 # default) would try to download a web UI at configure time.
 CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
+    # Some virtual machines advertise AMX in CPUID but do not let a process use its tiles, and
+    # llama.cpp's AMX matmul then crashes at the first batch (seen on this project's CI machines);
+    # AVX-512 and VNNI stay on. tokenyard's own kernels use no AMX either.
+    "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",
     "-DLLAMA_BUILD_UI=OFF",
@@ -44,7 +52,8 @@ def _download_sdist(dest: Path) -> Path:
     # `--no-binary llama-cpp-python`, not `:all:`: pip reads the sdist's metadata in a build environment,
     # and `:all:` would compile every build tool (scikit-build-core, hatchling...) from source first.
     pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-    subprocess.run([*pip, "--no-binary", "llama-cpp-python", "--dest", str(dest), "llama-cpp-python"], check=True)
+    package = f"llama-cpp-python=={LLAMA_CPP_PYTHON}"
+    subprocess.run([*pip, "--no-binary", "llama-cpp-python", "--dest", str(dest), package], check=True)
     return next(dest.glob("llama_cpp_python-*.tar.gz"))
 
 

@@ -106,3 +106,26 @@ def test_tenants_without_quotas_are_not_counted(store: Store) -> None:
     service = QuotaService(store, SqlCounters(store))
     reservation = service.reserve("free", "ty-x", Amounts(calls=1, tokens=10**9))
     assert reservation.targets == []
+
+
+@pytest.mark.parametrize("where", ["store", "redis"])
+def test_deferred_settlements_of_many_calls_land_in_one_flush(store: Store, redis_prefix: str, where: str) -> None:
+    if where == "redis" and store.kind != "sqlite":
+        pytest.skip("the quotas' limits come from the store; one kind of store is enough here")
+    set_quota(store, "tenant", "acme", QuotaChange(calls=10, tokens=1000, period="day"))
+    set_quota(store, "key", "ty-key1", QuotaChange(tokens=5000, period="month"))
+    client = redis.Redis.from_url(REDIS_URL) if where == "redis" else None
+    counters = RedisCounters(client, redis_prefix) if client is not None else SqlCounters(store)
+    service = QuotaService(store, counters)
+    calls = [service.reserve("acme", "ty-key1", Amounts(calls=1, tokens=200)) for _ in range(4)]
+    with pytest.raises(QuotaExceededError):  # 4 x 200 reserved: a fifth would pass 1,000 tokens
+        service.reserve("acme", "ty-key1", Amounts(calls=1, tokens=201))
+    for n, reservation in enumerate(calls):
+        service.defer(reservation, Amounts(calls=1, tokens=10 * n) if n else Amounts())  # the first failed
+    tenant, key = calls[0].targets
+    assert counters.used(*tenant) == Amounts(calls=4, tokens=800)  # deferred: the counter errs high
+    service.flush()
+    assert counters.used(*tenant) == counters.used(*key) == Amounts(calls=3, tokens=60)
+    service.reserve("acme", "ty-key1", Amounts(calls=1, tokens=900))  # the room came back
+    if client is not None:
+        client.close()

@@ -4,6 +4,7 @@ PostgreSQL behind a TCP proxy the test cuts and restores), and the CLI's list, s
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def test_the_cli_lists_shows_replays_and_reports(cluster: Cluster, sqlite_url: s
         record = json.loads(shown.output)
         assert record["outputs"] == [answer.json()["choices"][0]["message"]["content"]]
         assert record["request"]["seed"] == 3 and record["request"]["messages"][0]["content"] == question
+        assert re.fullmatch(r"sha256:[0-9a-f]{16} \(\w+ on cpu\)", record["model_revision"]), record["model_revision"]
 
         replayed = runner.invoke(cli, ["logs", "replay", "cli-1", *config, "--url", gateway.url])
         assert replayed.exit_code == 0 and replayed.output.startswith("identical"), replayed.output

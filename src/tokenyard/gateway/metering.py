@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
@@ -34,6 +33,7 @@ from tokenyard.store import Store
 logger = logging.getLogger(__name__)
 MAX_JOURNALS = 16  # journal directories tried when several processes share a port and a database
 RETENTION_INTERVAL = 3600.0  # seconds between retention passes
+SETTLE_INTERVAL = 0.2  # seconds between two applications of the deferred quota settlements
 METERED_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
 
@@ -47,22 +47,27 @@ class Metering:
     store: Store
     runner: asyncio.Task[None] | None = None
     pruner: asyncio.Task[None] | None = None
-    settling: set[asyncio.Task[None]] = field(default_factory=set)
+    settler: asyncio.Task[None] | None = None
 
-    def settle_later(self, work: Awaitable[None]) -> None:
-        """Run a quota settlement after the answer has gone: it only ever gives back part of a
-        reservation (the reservation is the most a call can use), so until it runs the counter errs
-        high and a quota can never be passed. Shutdown waits for the ones still running."""
+    async def settle_pending(self) -> bool:
+        """Apply the deferred quota settlements (`QuotaService.defer`) in one step; False if the
+        store refused them (they stay queued, and the counters err high until the next try)."""
+        if self.quotas is None or not self.quotas.pending():
+            return True
+        try:
+            await asyncio.to_thread(self.quotas.flush)
+        except Exception as exc:
+            logger.warning("quota settlement failed (%s); the reservations stay counted until it succeeds", exc)
+            return False
+        return True
 
-        async def run() -> None:
-            try:
-                await work
-            except Exception:
-                logger.exception("quota settlement failed; the reservation stays counted")
-
-        task = asyncio.get_running_loop().create_task(run())
-        self.settling.add(task)  # a strong reference until it is done
-        task.add_done_callback(self.settling.discard)
+    async def settle_forever(self) -> None:
+        """Settle every SETTLE_INTERVAL seconds: a settlement only gives back the unused part of a
+        reservation, so waiting never lets a quota be passed, and the calls of an interval on one
+        counter cost one update instead of one each."""
+        while True:
+            await asyncio.sleep(SETTLE_INTERVAL)
+            await self.settle_pending()
 
     async def on_outcome(self, outcome: RequestOutcome) -> None:
         """Journal the call's usage record (and conversation); returns once it is on disk."""
@@ -83,6 +88,8 @@ class Metering:
         listeners.keep_content = listeners.keep_content or self.logs.enabled
         listeners.add(self.on_outcome)
         self.runner = asyncio.create_task(self.pipeline.run())
+        if self.quotas is not None:
+            self.settler = asyncio.create_task(self.settle_forever())
         if self.logs.retention_days is not None:
             self.pruner = asyncio.create_task(self.prune_forever(self.logs.retention_days))
 
@@ -98,14 +105,16 @@ class Metering:
             await asyncio.sleep(RETENTION_INTERVAL)
 
     async def stop(self) -> None:
-        """Finish the settlements under way, write what the journal holds (bounded by drain_timeout),
-        then stop the writer."""
-        if self.settling:
-            await asyncio.wait(set(self.settling), timeout=self.drain_timeout)
-        for task in (self.runner, self.pruner):
+        """Apply the settlements still queued and write what the journal holds (each bounded by
+        drain_timeout), then stop the writer."""
+        for task in (self.settler, self.runner, self.pruner):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        while not await self.settle_pending() and loop.time() < deadline:
+            await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
         if not await self.pipeline.drain(self.drain_timeout):
             logger.warning(
                 "stopping with %d bytes of records in the journal %s: they are written at the next start",

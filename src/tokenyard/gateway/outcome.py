@@ -46,6 +46,7 @@ class RequestTracker:
         self._listeners = listeners
         self.model: str | None = None
         self.worker: str | None = None
+        self.model_revision: str | None = None
         self.stream = False
         self.keep_content = listeners.keep_content if listeners is not None else False
         self.request: dict[str, Any] | None = None
@@ -76,6 +77,8 @@ class RequestTracker:
         self._generated[index] = max(self._generated.get(index, 0), chunk.completion_tokens)
         if worker is not None:
             self.worker = worker
+        if chunk.model_revision is not None:
+            self.model_revision = chunk.model_revision
 
     def on_delivered(self, index: int, completion_tokens: int) -> None:
         """Choice `index`'s chunks up to `completion_tokens` were handed to the client."""
@@ -106,6 +109,7 @@ class RequestTracker:
             key_prefix=getattr(principal, "key_prefix", None),
             model=self.model,
             worker=self.worker,
+            model_revision=self.model_revision,
             status=status,
             error_code=state.get("error_code"),
             stream=self.stream,

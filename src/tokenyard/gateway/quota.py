@@ -4,8 +4,9 @@ The reservation is the most the call can use: one call; as tokens, the request b
 bytes (no byte-level tokenizer makes more prompt tokens than the prompt has bytes, and the JSON
 around the text is longer than a chat template's few tokens per message) plus every token each
 choice may generate (`max_tokens`, or the model's context length when unset); and the most that
-costs. The settlement runs after the answer has gone (`Metering.settle_later`): it gives back the
-part of the reservation the call did not use, so until it runs the counter errs high, never low. A
+costs. The settlement is deferred until after the answer has gone (`QuotaService.defer`, applied
+in batches by `Metering.settle_forever`): it gives back the part of the reservation the call did
+not use, so until it runs the counter errs high, never low. A
 refusal is a 429 `quota_exceeded` with Retry-After at the period's end. If the quota store cannot
 be reached, a tenant known to have no quota is served and one with a quota is refused with a 503:
 a quota is never passed because a database was down.
@@ -77,12 +78,11 @@ class QuotaMiddleware:
             return
         if isinstance(tracker, RequestTracker):
 
-            async def settle(outcome: RequestOutcome) -> None:
+            def settle(outcome: RequestOutcome) -> None:
                 usage = usage_record(outcome, metering.prices)
                 tokens = usage.prompt_tokens + usage.billed_completion_tokens if usage.calls_billed else 0
-                actual = Amounts(usage.calls_billed, tokens, to_micros(usage.cost))
                 assert metering.quotas is not None
-                metering.settle_later(asyncio.to_thread(metering.quotas.settle, reservation, actual))
+                metering.quotas.defer(reservation, Amounts(usage.calls_billed, tokens, to_micros(usage.cost)))
 
             tracker.on_finish(settle)
         await self.app(scope, replay_body(body, receive), send)

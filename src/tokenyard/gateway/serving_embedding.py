@@ -66,6 +66,7 @@ class EmbeddingServing:
 
         result = await with_failover(self.router, body.model, embed, self.max_attempts, tenant=request.tenant)
         tracker.set_usage(result.prompt_tokens, 0, 0)
+        tracker.model_revision = result.model_revision
         encode = to_base64 if body.encoding_format == "base64" else (lambda v: v)
         response = EmbeddingResponse(
             data=[EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.embeddings)],

@@ -8,12 +8,13 @@ gateways can never both take the last unit. Hashes expire a day after their peri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
 import redis
 
 from tokenyard.governance.periods import period_end
-from tokenyard.governance.quotas import Amounts, QuotaSpec
+from tokenyard.governance.quotas import Amounts, QuotaSpec, Target
 
 NO_LIMIT = -1
 RESERVE = """
@@ -37,9 +38,10 @@ return 0
 """
 ADJUST = """
 for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'calls', tonumber(ARGV[1]))
-  redis.call('HINCRBY', KEYS[i], 'tokens', tonumber(ARGV[2]))
-  redis.call('HINCRBY', KEYS[i], 'cost', tonumber(ARGV[3]))
+  local base = (i - 1) * 3
+  redis.call('HINCRBY', KEYS[i], 'calls', tonumber(ARGV[base + 1]))
+  redis.call('HINCRBY', KEYS[i], 'tokens', tonumber(ARGV[base + 2]))
+  redis.call('HINCRBY', KEYS[i], 'cost', tonumber(ARGV[base + 3]))
 end
 return 0
 """
@@ -59,7 +61,7 @@ class RedisCounters:
     def key(self, spec: QuotaSpec, start: str) -> str:
         return f"{self._prefix}quota:{spec.scope}:{spec.subject}:{start}"
 
-    def reserve(self, targets: list[tuple[QuotaSpec, str]], amounts: Amounts) -> QuotaSpec | None:
+    def reserve(self, targets: list[Target], amounts: Amounts) -> QuotaSpec | None:
         now = datetime.now(timezone.utc)
         args: list[int] = [amounts.calls, amounts.tokens, amounts.cost_micros]
         for spec, _ in targets:
@@ -69,10 +71,11 @@ class RedisCounters:
         refused = int(self._reserve(keys=[self.key(s, p) for s, p in targets], args=args))
         return None if refused == 0 else targets[refused - 1][0]
 
-    def adjust(self, targets: list[tuple[QuotaSpec, str]], delta: Amounts) -> None:
-        if delta == Amounts():
+    def adjust(self, deltas: Mapping[Target, Amounts]) -> None:
+        if not deltas:
             return
-        self._adjust(keys=[self.key(s, p) for s, p in targets], args=[delta.calls, delta.tokens, delta.cost_micros])
+        args = [n for d in deltas.values() for n in (d.calls, d.tokens, d.cost_micros)]
+        self._adjust(keys=[self.key(s, p) for s, p in deltas], args=args)  # one script: all or nothing
 
     def used(self, spec: QuotaSpec, start: str) -> Amounts:
         values = self._client.hmget(self.key(spec, start), ["calls", "tokens", "cost"])

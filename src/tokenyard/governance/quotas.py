@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Protocol
+from functools import cache
+from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -49,6 +51,9 @@ class Amounts:
     def minus(self, other: Amounts) -> Amounts:
         return Amounts(self.calls - other.calls, self.tokens - other.tokens, self.cost_micros - other.cost_micros)
 
+    def plus(self, other: Amounts) -> Amounts:
+        return Amounts(self.calls + other.calls, self.tokens + other.tokens, self.cost_micros + other.cost_micros)
+
 
 @dataclass(frozen=True)
 class QuotaSpec:
@@ -68,9 +73,12 @@ class QuotaSpec:
         return f"{self.scope} {self.subject!r}: {', '.join(p for p in parts if p)} per {self.period}"
 
 
+Target = tuple[QuotaSpec, str]  # a quota and the start of the period a call counts in
+
+
 @dataclass
 class Reservation:
-    targets: list[tuple[QuotaSpec, str]]  # each quota and the period it was reserved in
+    targets: list[Target]  # each quota and the period it was reserved in
     amounts: Amounts
     done: bool = field(default=False)
 
@@ -78,14 +86,14 @@ class Reservation:
 class Counters(Protocol):
     """Where the counters live: the SQL store, or Redis when several gateways share one."""
 
-    def reserve(self, targets: list[tuple[QuotaSpec, str]], amounts: Amounts) -> QuotaSpec | None:
+    def reserve(self, targets: list[Target], amounts: Amounts) -> QuotaSpec | None:
         """Add `amounts` to every target if none would pass its limit.
 
         Otherwise add nothing and return the first quota that would be passed.
         """
 
-    def adjust(self, targets: list[tuple[QuotaSpec, str]], delta: Amounts) -> None:
-        """Add `delta` (possibly negative) to every target, unconditionally."""
+    def adjust(self, deltas: Mapping[Target, Amounts]) -> None:
+        """Add each delta (possibly negative) to its target, unconditionally, all in one step."""
 
     def used(self, spec: QuotaSpec, start: str) -> Amounts:
         """What the quota's counter holds for the period starting `start` (settled plus reserved)."""
@@ -94,7 +102,11 @@ class Counters(Protocol):
 class QuotaService:
     """Knows every quota (the whole table, re-read every `cache_seconds`) and reserves, settles and
     releases against the counters. Between re-reads, and while the store is unreachable, the last
-    table read holds: a tenant without a quota is served through a database outage."""
+    table read holds: a tenant without a quota is served through a database outage.
+
+    Settlements can be deferred (`defer`, then `flush` from a background task): each only gives back
+    the unused part of a reservation, so while one waits the counter errs high, never low, and the
+    deltas of many calls on the same counter go to the store as one update."""
 
     def __init__(self, store: Store, counters: Counters, cache_seconds: float = 2.0) -> None:
         self.store = store
@@ -103,6 +115,8 @@ class QuotaService:
         self._quotas: dict[tuple[str, str], QuotaSpec] | None = None
         self._read_at = -float("inf")
         self._lock = threading.Lock()
+        self._pending: dict[Target, Amounts] = {}  # deferred settlements, summed per counter
+        self._pending_lock = threading.Lock()
 
     def refresh(self) -> None:
         """Read the quotas table now (raises if the store cannot be reached)."""
@@ -157,12 +171,40 @@ class QuotaService:
         return shares
 
     def settle(self, reservation: Reservation, actual: Amounts) -> None:
-        """Replace the reservation by what the call really used (all zero releases it)."""
-        if reservation.done or not reservation.targets:
-            reservation.done = True
+        """Replace the reservation by what the call really used (all zero releases it), now."""
+        self.defer(reservation, actual)
+        self.flush()
+
+    def defer(self, reservation: Reservation, actual: Amounts) -> None:
+        """Queue the settlement for the next `flush` (no I/O; settling twice changes nothing)."""
+        if reservation.done:
             return
         reservation.done = True
-        self.counters.adjust(reservation.targets, actual.minus(reservation.amounts))
+        delta = actual.minus(reservation.amounts)
+        if delta == Amounts():
+            return
+        with self._pending_lock:
+            for target in reservation.targets:
+                self._pending[target] = self._pending.get(target, Amounts()).plus(delta)
+
+    def pending(self) -> int:
+        """Counters with a deferred settlement waiting."""
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Apply every deferred settlement in one step; on failure they stay queued and this raises."""
+        with self._pending_lock:
+            deltas, self._pending = self._pending, {}
+        deltas = {target: delta for target, delta in deltas.items() if delta != Amounts()}
+        if not deltas:
+            return
+        try:
+            self.counters.adjust(deltas)
+        except Exception:
+            with self._pending_lock:
+                for target, delta in deltas.items():
+                    self._pending[target] = self._pending.get(target, Amounts()).plus(delta)
+            raise
 
 
 def read_all_quotas(store: Store) -> dict[tuple[str, str], QuotaSpec]:
@@ -190,24 +232,25 @@ class SqlCounters:
         self.store = store
         self._known: set[tuple[str, str, str]] = set()
 
-    def _ensure_rows(self, targets: list[tuple[QuotaSpec, str]]) -> None:
+    def _ensure_rows(self, targets: list[Target]) -> None:
         """Create missing counter rows in their own transaction (never inside the reserving one:
         on InnoDB an INSERT IGNORE's shared lock followed by the UPDATE's exclusive lock deadlocks)."""
         missing = [(s.scope, s.subject, p) for s, p in targets if (s.scope, s.subject, p) not in self._known]
         if not missing:
             return
-        with self.store.engine.begin() as connection:  # Core: no ORM unit of work on the hot path
+        with self.store.write() as connection:  # Core: no ORM unit of work on the hot path
             for scope, subject, start in missing:
                 connection.execute(_insert_ignore(connection.dialect.name, scope, subject, start))
         self._known.update(missing)
 
-    def reserve(self, targets: list[tuple[QuotaSpec, str]], amounts: Amounts) -> QuotaSpec | None:
+    def reserve(self, targets: list[Target], amounts: Amounts) -> QuotaSpec | None:
         self._ensure_rows(targets)
         for attempt in range(self.RETRIES):
             try:
-                with self.store.engine.begin() as connection:  # Core: no ORM unit of work on the hot path
+                with self.store.write() as connection:  # Core: no ORM unit of work on the hot path
                     for spec, start in targets:
-                        if connection.execute(_conditional_add(spec, start, amounts)).rowcount != 1:
+                        statement = _conditional_add(*_limited(spec))
+                        if connection.execute(statement, _parameters(spec, start, amounts)).rowcount != 1:
                             raise _Refused(spec)  # rolls back the quotas already added to
                 return None
             except _Refused as refused:
@@ -219,14 +262,16 @@ class SqlCounters:
                 time.sleep(0.01 * (attempt + 1))
         return None
 
-    def adjust(self, targets: list[tuple[QuotaSpec, str]], delta: Amounts) -> None:
-        if delta == Amounts():
+    def adjust(self, deltas: Mapping[Target, Amounts]) -> None:
+        if not deltas:
             return
+        # A fixed order (the one reservations take too): two gateways never wait on each other in a cycle.
+        ordered = sorted(deltas.items(), key=lambda item: (item[0][0].scope, item[0][0].subject, item[0][1]))
         for attempt in range(self.RETRIES):
             try:
-                with self.store.engine.begin() as connection:  # Core: no ORM unit of work on the hot path
-                    for spec, start in targets:
-                        connection.execute(_counter_update(spec, start).values(**_increments(delta)))
+                with self.store.write() as connection:  # Core: no ORM unit of work on the hot path
+                    for (spec, start), delta in ordered:
+                        connection.execute(_conditional_add(False, False, False), _parameters(spec, start, delta))
                 return
             except OperationalError:
                 if attempt == self.RETRIES - 1:
@@ -245,30 +290,47 @@ class SqlCounters:
         return Amounts() if row is None else Amounts(int(row[0]), int(row[1]), int(row[2]))
 
 
-def _counter_update(spec: QuotaSpec, start: str):  # type: ignore[no-untyped-def]
-    return update(QuotaCounter).where(
-        QuotaCounter.scope == spec.scope, QuotaCounter.subject == spec.subject, QuotaCounter.period_start == start
+@cache
+def _conditional_add(calls_limited: bool, tokens_limited: bool, cost_limited: bool) -> Update:
+    """UPDATE ... SET used = used + amount WHERE used + amount <= limit, for each limit set.
+
+    Built once per combination of limits with bound parameters, so a call pays for executing the
+    statement, not for building and compiling it (SQLAlchemy caches the compiled form by statement)."""
+    counter = QuotaCounter
+    statement = update(counter).where(
+        counter.scope == bindparam("q_scope"),
+        counter.subject == bindparam("q_subject"),
+        counter.period_start == bindparam("q_start"),
+    )
+    if calls_limited:
+        statement = statement.where(counter.calls + bindparam("q_calls") <= bindparam("q_max_calls"))
+    if tokens_limited:
+        statement = statement.where(counter.tokens + bindparam("q_tokens") <= bindparam("q_max_tokens"))
+    if cost_limited:
+        statement = statement.where(counter.cost_micros + bindparam("q_cost") <= bindparam("q_max_cost"))
+    return statement.values(
+        calls=counter.calls + bindparam("q_calls"),
+        tokens=counter.tokens + bindparam("q_tokens"),
+        cost_micros=counter.cost_micros + bindparam("q_cost"),
     )
 
 
-def _increments(delta: Amounts) -> dict[str, object]:
+def _limited(spec: QuotaSpec) -> tuple[bool, bool, bool]:
+    return spec.max_calls is not None, spec.max_tokens is not None, spec.max_cost_micros is not None
+
+
+def _parameters(spec: QuotaSpec, start: str, amounts: Amounts) -> dict[str, Any]:
     return {
-        "calls": QuotaCounter.calls + delta.calls,
-        "tokens": QuotaCounter.tokens + delta.tokens,
-        "cost_micros": QuotaCounter.cost_micros + delta.cost_micros,
+        "q_scope": spec.scope,
+        "q_subject": spec.subject,
+        "q_start": start,
+        "q_calls": amounts.calls,
+        "q_tokens": amounts.tokens,
+        "q_cost": amounts.cost_micros,
+        "q_max_calls": spec.max_calls,
+        "q_max_tokens": spec.max_tokens,
+        "q_max_cost": spec.max_cost_micros,
     }
-
-
-def _conditional_add(spec: QuotaSpec, start: str, amounts: Amounts):  # type: ignore[no-untyped-def]
-    """UPDATE ... SET used = used + amount WHERE used + amount <= limit (for each limit set)."""
-    statement = _counter_update(spec, start)
-    if spec.max_calls is not None:
-        statement = statement.where(QuotaCounter.calls + amounts.calls <= spec.max_calls)
-    if spec.max_tokens is not None:
-        statement = statement.where(QuotaCounter.tokens + amounts.tokens <= spec.max_tokens)
-    if spec.max_cost_micros is not None:
-        statement = statement.where(QuotaCounter.cost_micros + amounts.cost_micros <= spec.max_cost_micros)
-    return statement.values(**_increments(amounts))
 
 
 def _insert_ignore(dialect: str, scope: str, subject: str, start: str):  # type: ignore[no-untyped-def]

@@ -62,6 +62,7 @@ class ConversationRecord(BaseModel):
     key_prefix: str = ""
     model: str = ""
     worker: str | None = None
+    model_revision: str | None = Field(default=None, description="weights fingerprint or hub commit, and precision")
     endpoint: str
     status: int
     store_content: StoreContent = "full"
@@ -167,6 +168,7 @@ def conversation_record(outcome: RequestOutcome, store_content: StoreContent, co
         key_prefix=outcome.key_prefix or "",
         model=outcome.model or "",
         worker=outcome.worker,
+        model_revision=outcome.model_revision,
         endpoint=outcome.endpoint,
         status=outcome.status,
         store_content=store_content,

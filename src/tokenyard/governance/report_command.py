@@ -203,6 +203,8 @@ def replay(config_file: str | None, ident: str, url: str | None) -> None:
         click.echo(f"identical: {len(outputs)} answer(s) match the stored conversation {record.id}")
         return
     click.echo(f"different from the stored conversation {record.id}:")
+    if record.model_revision:
+        click.echo(f"  (stored from model revision {record.model_revision}: other weights or precision change answers)")
     for n, (old, new) in enumerate(zip(record.outputs, outputs, strict=False)):
         if old != new:
             at = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))

@@ -1,8 +1,9 @@
 """The journal's sink: usage records, their daily rollups and conversations into the database.
 
-One batch is one transaction. Records whose id is already stored are skipped (the journal delivers
-at least once), and only the records actually inserted are added to the rollups, so a replayed
-batch changes nothing. Rollup rows are shared by every gateway and updated with the database's
+One batch is one transaction, with one multi-row INSERT per table (SQLAlchemy Core: no ORM unit of
+work for rows that are only ever inserted). Records whose id is already stored are skipped (the
+journal delivers at least once), and only the records actually inserted are added to the rollups,
+so a replayed batch changes nothing. Rollup rows are shared by every gateway and updated with the database's
 own upsert (INSERT ... ON CONFLICT DO UPDATE, or ON DUPLICATE KEY UPDATE on MySQL/MariaDB), which
 adds atomically even when two gateways write the same tenant, model and day at once.
 """
@@ -18,10 +19,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.orm import Session
 
 from tokenyard.governance.jsonl_sink import DailyJsonlSink
 from tokenyard.governance.quotas import to_micros
@@ -42,27 +42,28 @@ ROLLUP_SUMS = (
 )
 
 
-def usage_row(record: UsageRecord) -> UsageRow:
-    fields = record.model_dump(exclude={"cost"})
-    return UsageRow(**fields, cost_micros=to_micros(record.cost))
+def usage_row(record: UsageRecord) -> dict[str, Any]:
+    """The usage_records row of a record."""
+    return record.model_dump(exclude={"cost"}) | {"cost_micros": to_micros(record.cost)}
 
 
-def conversation_row(record: ConversationRecord) -> ConversationRow:
-    return ConversationRow(
-        id=record.id,
-        request_id=record.request_id,
-        created_at=record.created_at,
-        tenant=record.tenant,
-        key_prefix=record.key_prefix,
-        model=record.model,
-        worker=record.worker,
-        endpoint=record.endpoint,
-        status=record.status,
-        store_content=record.store_content,
-        record=record.model_dump(mode="json"),
+def conversation_row(record: ConversationRecord) -> dict[str, Any]:
+    """The conversation_logs row of a record."""
+    return {
+        "id": record.id,
+        "request_id": record.request_id,
+        "created_at": record.created_at,
+        "tenant": record.tenant,
+        "key_prefix": record.key_prefix,
+        "model": record.model,
+        "worker": record.worker,
+        "endpoint": record.endpoint,
+        "status": record.status,
+        "store_content": record.store_content,
+        "record": record.model_dump(mode="json"),
         # PostgreSQL's text cannot hold NUL, which a model may well generate.
-        search_text=record.searchable_text().replace("\x00", "\ufffd") if record.store_content == "full" else "",
-    )
+        "search_text": record.searchable_text().replace("\x00", "\ufffd") if record.store_content == "full" else "",
+    }
 
 
 def rollups(records: Iterable[UsageRecord]) -> dict[tuple[date, str, str, str], dict[str, int]]:
@@ -80,17 +81,17 @@ def rollups(records: Iterable[UsageRecord]) -> dict[tuple[date, str, str, str], 
     return sums
 
 
-def add_to_rollup(session: Session, key: tuple[date, str, str, str], sums: dict[str, int]) -> None:
+def add_to_rollup(connection: Connection, key: tuple[date, str, str, str], sums: dict[str, int]) -> None:
     values: dict[str, Any] = dict(zip(ROLLUP_KEY, key, strict=True)) | sums
-    if session.get_bind().dialect.name == "mysql":
-        insert = mysql.insert(UsageDaily).values(**values)
-        added = {c: getattr(UsageDaily, c) + insert.inserted[c] for c in ROLLUP_SUMS}
-        session.execute(insert.on_duplicate_key_update(added))
+    if connection.dialect.name == "mysql":
+        upsert_mysql = mysql.insert(UsageDaily).values(**values)
+        added = {c: getattr(UsageDaily, c) + upsert_mysql.inserted[c] for c in ROLLUP_SUMS}
+        connection.execute(upsert_mysql.on_duplicate_key_update(added))
         return
-    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     upsert = dialect_insert(UsageDaily).values(**values)
     added = {c: getattr(UsageDaily, c) + upsert.excluded[c] for c in ROLLUP_SUMS}
-    session.execute(upsert.on_conflict_do_update(index_elements=list(ROLLUP_KEY), set_=added))
+    connection.execute(upsert.on_conflict_do_update(index_elements=list(ROLLUP_KEY), set_=added))
 
 
 class StoreWriter:
@@ -131,12 +132,17 @@ class StoreWriter:
         conversations = _unique(
             ConversationRecord.model_validate(e["conversation"]) for e in entries if e.get("conversation")
         )
-        with self.store.session() as session:
-            new_usage = _not_stored(session, UsageRow, usage)
-            session.add_all(usage_row(r) for r in new_usage)
+        # The rows are built before the transaction: it holds the database's write lock on SQLite.
+        usage_rows = {r.id: usage_row(r) for r in usage}
+        conversation_rows = {r.id: conversation_row(r) for r in conversations}
+        with self.store.write() as connection:
+            new_usage = _not_stored(connection, UsageRow, usage)
+            if new_usage:
+                connection.execute(insert(UsageRow), [usage_rows[r.id] for r in new_usage])
             for key, sums in sorted(rollups(new_usage).items()):  # a fixed order: no deadlock between gateways
-                add_to_rollup(session, key, sums)
-            session.add_all(conversation_row(r) for r in _not_stored(session, ConversationRow, conversations))
+                add_to_rollup(connection, key, sums)
+            if new_conversations := _not_stored(connection, ConversationRow, conversations):
+                connection.execute(insert(ConversationRow), [conversation_rows[r.id] for r in new_conversations])
         if self.jsonl is not None and conversations:
             self.jsonl.write([r.model_dump(mode="json") for r in conversations])
 
@@ -148,8 +154,8 @@ def _unique(records: Iterable[Any]) -> list[Any]:
     return list(seen.values())
 
 
-def _not_stored(session: Session, table: type[UsageRow] | type[ConversationRow], records: list[Any]) -> list[Any]:
+def _not_stored(connection: Connection, table: type[UsageRow] | type[ConversationRow], records: list[Any]) -> list[Any]:
     if not records:
         return []
-    stored = set(session.scalars(select(table.id).where(table.id.in_([r.id for r in records]))))
+    stored = set(connection.scalars(select(table.id).where(table.id.in_([r.id for r in records]))))
     return [r for r in records if r.id not in stored]

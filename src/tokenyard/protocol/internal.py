@@ -275,6 +275,7 @@ class GenerateChunk(BaseModel):
     finish_reason: ChunkFinishReason | None = None
     error: ErrorDetail | None = None
     keepalive: bool = Field(default=False, description="nothing new: the worker is alive, the engine busy")
+    model_revision: str | None = Field(default=None, description="last chunk: the weights and precision that answered")
 
 
 class AbortRequest(BaseModel):
@@ -295,6 +296,7 @@ class EmbedRequest(BaseModel):
 class EmbedResponse(BaseModel):
     embeddings: list[list[float]]
     prompt_tokens: int
+    model_revision: str | None = Field(default=None, description="the weights and precision that answered")
 
 
 class TokenCountRequest(BaseModel):

@@ -21,6 +21,7 @@ class RequestOutcome(BaseModel):
     key_prefix: str | None = None
     model: str | None = None
     worker: str | None = Field(default=None, description="id of the worker that answered (the last one, if resumed)")
+    model_revision: str | None = Field(default=None, description="the weights and precision that answered")
     status: int = 0
     error_code: str | None = Field(default=None, description="the error's `code` when the answer was an error")
     stream: bool = False

@@ -7,9 +7,11 @@ async callers run it in a thread and keep such calls rare (the gateway caches ve
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from tokenyard.store import migrate
@@ -23,6 +25,9 @@ class Store:
         self.url = normalise_url(url)
         self.engine = build_engine(url, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite lets one writer in at a time and makes the others poll, sleeping 1, 2, 5, 10... ms
+        # between tries; the writers of one process queue on this lock instead and wake at once.
+        self._write_lock = threading.Lock() if self.kind == "sqlite" else None
 
     @property
     def kind(self) -> str:
@@ -38,6 +43,17 @@ class Store:
         """A transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A Core transaction for the hot path's writes (quota counters, usage records): committed
+        when the block ends, rolled back if it raises; on SQLite, one at a time in this process."""
+        if self._write_lock is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
     def upgrade(self) -> None:
         migrate.upgrade(self.engine)

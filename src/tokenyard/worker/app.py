@@ -111,7 +111,10 @@ async def _stream_lines(
                 continue
             last = output
             timer.tokens(output.num_new_tokens)
-            yield _chunk(output, prepared, tokenizer, first=not sent_any).model_dump_json() + "\n"
+            chunk = _chunk(output, prepared, tokenizer, first=not sent_any)
+            if output.finish_reason is not None:
+                chunk.model_revision = runtime.model_revision
+            yield chunk.model_dump_json() + "\n"
             sent_any = True
     except StopAsyncIteration:
         pass
@@ -184,7 +187,7 @@ def register_routes(app: FastAPI) -> None:
                 vectors, tokens = await engine.embed_texts(body.texts or [])
         finally:
             runtime.in_flight -= 1
-        return EmbedResponse(embeddings=vectors, prompt_tokens=tokens)
+        return EmbedResponse(embeddings=vectors, prompt_tokens=tokens, model_revision=runtime.model_revision)
 
     @app.post("/count_tokens")
     async def count_tokens(body: TokenCountRequest, request: Request) -> TokenCountResponse:

@@ -15,6 +15,7 @@ from tokenyard.errors import ModelLoadError
 from tokenyard.protocol.internal import ModelKind
 from tokenyard.web import GracefulServer, server_config
 from tokenyard.worker.app import create_app
+from tokenyard.worker.revision import model_revision
 from tokenyard.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ def model_loader(
         progress(f"loading {runtime.model_names[0]} onto {runtime.device}")
         engine = load_engine(resolved, config)
         runtime.engine_summary = describe_engine(resolved, config)
+        precision = runtime.engine_summary.split(",")[0]  # "int4 on cpu": what changes the numbers, not the batch
+        runtime.model_revision = f"{model_revision(resolved.path)} ({precision})"
         runtime.quantization = resolve_settings(resolved, config).quantization
         logger.info(
             "loaded %s (%s: %s) from %s in %.1f s",

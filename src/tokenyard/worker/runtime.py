@@ -36,6 +36,7 @@ class WorkerRuntime:
     device: str = "unknown"  # cpu or cuda once loaded, for the metrics' engine info
     quantization: str = "none"  # as resolved when loaded (`auto` becomes what the engine chose)
     engine_summary: str = ""  # how the model runs (loader.describe_engine), shown by `tokenyard serve`
+    model_revision: str | None = None  # the weights and precision (worker.revision), in conversation logs
     loading: str = "starting"  # what loading is doing now, while `engine` is None
     loading_since: float = field(default_factory=time.monotonic)
 
