@@ -122,7 +122,7 @@ def _cell(row: dict[str, Any], key: str, target_key: str, op: str) -> str:
 def render_ratios(ratios: dict[str, dict[str, Any]]) -> str:
     """tokenyard's ratios with issue 3's targets beside them ("?" where a peer's figure is missing)."""
     lines = [
-        "tokenyard ratios (issue 3 target in brackets)",
+        "tokenyard ratios (targets in brackets: issue 15 against llama-server, issue 3 against the baseline)",
         f"{'conc':>5}  {'tok/s vs llama-server':<26}{'tok/s vs baseline':<26}TTFT p50 vs llama-server",
     ]
     for concurrency, row in ratios.items():

@@ -33,11 +33,13 @@ SENTENCES = ROOT / "tests" / "governance" / "data" / "ordinary.txt"
 MODEL_ALIAS = "all-minilm-l6-v2"
 
 
-def sentences(count: int) -> list[str]:
-    """`count` ordinary Chinese and English sentences (the word-filter corpus), repeated as needed."""
+def sentences(count: int, tag: str) -> list[str]:
+    """`count` ordinary Chinese and English sentences (the word-filter corpus), each numbered with
+    `tag`: every text of a run is new to the worker's embedding cache, which would otherwise answer
+    repeats without the model (sentence-transformers has no such cache)."""
     lines = [line.strip() for line in SENTENCES.read_text(encoding="utf-8").splitlines()]
     base = [line for line in lines if line and not line.startswith("#")]
-    return [base[i % len(base)] for i in range(count)]
+    return [f"{tag}{i}. {base[i % len(base)]}" for i in range(count)]
 
 
 def minilm_folder() -> Path:
@@ -69,8 +71,12 @@ def sentence_transformers_rate(texts: list[str], rounds: int) -> tuple[float, li
     return max(rates), vectors.tolist()
 
 
-async def http_rate(url: str, texts: list[str], concurrency: int) -> tuple[float, list[list[float]]]:
-    """Sentences/s for one sentence per request, `concurrency` at a time, and the vectors in order."""
+async def http_rate(
+    url: str, texts: list[str], concurrency: int, *, worker: bool = False
+) -> tuple[float, list[list[float]]]:
+    """Sentences/s for one sentence per request, `concurrency` at a time, and the vectors in order.
+
+    `worker`: straight to the worker's internal /embed (what the gateway sends), not /v1/embeddings."""
     vectors: list[list[float]] = [[] for _ in texts]
     queue = iter(range(len(texts)))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -78,6 +84,12 @@ async def http_rate(url: str, texts: list[str], concurrency: int) -> tuple[float
 
         async def lane() -> None:
             for i in queue:
+                if worker:
+                    body = {"request_id": f"bench-{i}", "model": MODEL_ALIAS, "texts": [texts[i]]}
+                    response = await client.post("/embed", json=body)
+                    response.raise_for_status()
+                    vectors[i] = response.json()["embeddings"][0]
+                    continue
                 response = await client.post("/v1/embeddings", json={"model": MODEL_ALIAS, "input": texts[i]})
                 response.raise_for_status()
                 vectors[i] = response.json()["data"][0]["embedding"]
@@ -127,25 +139,28 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=800)
     parser.add_argument("--home", type=Path, default=Path(tempfile.mkdtemp(prefix="ty-emb-home-")))
     args = parser.parse_args()
-    texts = sentences(args.sentences)
+    texts = sentences(args.sentences, "")
     print(f"{len(texts)} sentences, CPU: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
 
     log_dir = Path(tempfile.mkdtemp(prefix="ty-emb-logs-"))
     server, worker_url = stack(log_dir, args.home)
     with running(server):
         wait_for_model(server.url)
-        asyncio.run(http_rate(server.url, texts[:128], args.concurrency))  # warm-up
+        asyncio.run(http_rate(server.url, sentences(128, "w"), args.concurrency))  # warm-up
         names = ["controller", "worker", "gateway"]
         through, direct, cpu = [], [], {name: [] for name in names}
         ours: list[list[float]] = []
-        for _ in range(args.rounds):
+        for n in range(args.rounds):
+            round_texts = texts if n == 0 else sentences(args.sentences, f"g{n}-")
             before = [cpu_seconds(p.pid) for p in server.processes]
-            rate, ours = asyncio.run(http_rate(server.url, texts, args.concurrency))
+            rate, vectors = asyncio.run(http_rate(server.url, round_texts, args.concurrency))
             after = [cpu_seconds(p.pid) for p in server.processes]
+            ours = vectors if n == 0 else ours
             through.append(rate)
             for name, b, a in zip(names, before, after, strict=True):
                 cpu[name].append(1000 * (a - b) / len(texts))
-            direct.append(asyncio.run(http_rate(worker_url, texts, args.concurrency))[0])
+            worker_texts = sentences(args.sentences, f"d{n}-")
+            direct.append(asyncio.run(http_rate(worker_url, worker_texts, args.concurrency, worker=True))[0])
     print(f"tokenyard through the gateway: {[round(r, 1) for r in through]} sentences/s (best {max(through):.1f})")
     print(f"tokenyard straight to the worker: {[round(r, 1) for r in direct]} sentences/s (best {max(direct):.1f})")
     for name, values in cpu.items():

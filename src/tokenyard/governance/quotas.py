@@ -245,9 +245,13 @@ class SqlCounters:
 
     def reserve(self, targets: list[Target], amounts: Amounts) -> QuotaSpec | None:
         self._ensure_rows(targets)
+        # One quota (the usual case) is one conditional UPDATE, atomic by itself: it runs without
+        # BEGIN and COMMIT, two round trips fewer on PostgreSQL. Not on MySQL, whose driver would
+        # spend a query turning autocommit on and another turning it off.
+        alone = len(targets) == 1 and self.store.kind != "mysql"
         for attempt in range(self.RETRIES):
             try:
-                with self.store.write() as connection:  # Core: no ORM unit of work on the hot path
+                with self.store.write(autocommit=alone) as connection:  # Core: no ORM unit of work
                     for spec, start in targets:
                         statement = _conditional_add(*_limited(spec))
                         if connection.execute(statement, _parameters(spec, start, amounts)).rowcount != 1:

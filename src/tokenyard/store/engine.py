@@ -7,12 +7,13 @@ tokenyard installs. Passwords never reach a log line: URLs are rendered with SQL
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from tokenyard.errors import ConfigError
 
@@ -27,6 +28,7 @@ DRIVERS = {
     "mariadb+pymysql": "mysql+pymysql",
 }
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # several processes (gateways, the CLI) share one SQLite file
+IDLE_PING_SECONDS = 2.0  # a pooled connection idle longer than this is checked before it is used
 
 
 def normalise_url(url: str) -> URL:
@@ -56,8 +58,35 @@ def build_engine(url: str, pool_size: int = 5) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 1800, "pool_size": pool_size}
-    return create_engine(parsed, **options)
+    engine = create_engine(parsed, pool_recycle=1800, pool_size=pool_size)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use when it has sat idle for IDLE_PING_SECONDS, and get a
+    fresh one if the server dropped it (a restart, a proxy's idle timeout).
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout: one more round trip for each of the short
+    transactions on the gateway's hot path (a quota reservation is one UPDATE). A connection used a
+    moment ago is almost always alive; if it is not, its statement fails as a disconnect, SQLAlchemy
+    discards it, and the callers on the hot path retry (quotas) or keep the work queued (the journal)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("stale pooled connection")
 
 
 def _sqlite_engine(url: URL) -> Engine:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,15 +45,18 @@ class Store:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, autocommit: bool = False) -> Iterator[Connection]:
         """A Core transaction for the hot path's writes (quota counters, usage records): committed
-        when the block ends, rolled back if it raises; on SQLite, one at a time in this process."""
-        if self._write_lock is None:
-            with self.engine.begin() as connection:
-                yield connection
-            return
-        with self._write_lock, self.engine.begin() as connection:
-            yield connection
+        when the block ends, rolled back if it raises; on SQLite, one at a time in this process.
+        `autocommit`: no transaction around the statements, each commits alone (for a single
+        statement, which is atomic by itself: no BEGIN and COMMIT round trips)."""
+        with self._write_lock or nullcontext():
+            if autocommit:
+                with self.engine.connect() as connection:
+                    yield connection.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                with self.engine.begin() as connection:
+                    yield connection
 
     def upgrade(self) -> None:
         migrate.upgrade(self.engine)
