@@ -137,3 +137,12 @@ async def test_the_drain_gathers_the_records_of_calls_that_finish_close_together
     await asyncio.gather(runner, return_exceptions=True)
     pipeline.journal.close()
     assert sorted(sink.stored) == list(range(5)) and sink.calls == 1  # one database transaction, not five
+
+
+def test_an_encoded_record_is_written_as_it_is_and_read_back_as_json(tmp_path: Path) -> None:
+    with Journal(tmp_path / "journal") as journal:
+        journal.append([{"n": 1}, '{"n":2,"text":"日志"}'.encode()])
+        with pytest.raises(ValueError, match="one line"):
+            journal.append([b'{"n":3}\n{"n":4}'])
+        records, _ = journal.pending(10)
+    assert records == [{"n": 1}, {"n": 2, "text": "日志"}]

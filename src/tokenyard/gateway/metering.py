@@ -77,12 +77,11 @@ class Metering:
         conversation = None
         if self.logs.enabled and outcome.status in BILLED_STATUSES:
             conversation = conversation_record(outcome, self.logs.content_policy(outcome.tenant), usage.cost)
-        await self.pipeline.append(
-            {
-                "usage": usage.model_dump(mode="json"),
-                "conversation": conversation.model_dump(mode="json") if conversation else None,
-            }
-        )
+        # Encoded by pydantic's own serialiser (the same JSON as model_dump(mode="json") through json.dumps,
+        # at a fraction of the cost): the journal writes the line as it is.
+        parts = [b'{"usage":', usage.model_dump_json().encode(), b',"conversation":']
+        parts += [conversation.model_dump_json().encode() if conversation else b"null", b"}"]
+        await self.pipeline.append(b"".join(parts))
 
     def start(self, listeners: OutcomeListeners) -> None:
         listeners.keep_content = listeners.keep_content or self.logs.enabled

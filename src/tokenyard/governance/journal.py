@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
+EncodedRecord = bytes  # a record already encoded as one line of JSON (UTF-8, no newline)
 SEGMENT_GLOB = "seg-*.jsonl"
 CURSOR_FILE = "cursor.json"
 LOCK_FILE = "lock"
@@ -62,6 +64,14 @@ def _lock_directory(directory: Path) -> BinaryIO:
         handle.close()
         raise JournalBusyError(f"the journal {directory} is in use by another process") from None
     return handle
+
+
+def _encoded(record: Record | EncodedRecord) -> bytes:
+    if isinstance(record, bytes):
+        if b"\n" in record:
+            raise ValueError("an encoded journal record must be one line")
+        return record
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class Journal:
@@ -118,9 +128,9 @@ class Journal:
                 os.fsync(handle.fileno())
         return keep
 
-    def append(self, records: list[Record]) -> None:
+    def append(self, records: Sequence[Record | EncodedRecord]) -> None:
         """Write the records durably (fsync) before returning."""
-        data = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for r in records)
+        data = b"".join(_encoded(r) + b"\n" for r in records)
         with self._lock:
             if self._size >= self.segment_bytes:
                 self._active += 1

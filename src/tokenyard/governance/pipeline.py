@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from tokenyard.governance.journal import Journal, Record
+from tokenyard.governance.journal import EncodedRecord, Journal, Record
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ class JournalPipeline:
         self._idle_interval = idle_interval
         self._max_retry_interval = max_retry_interval
         self._gather_interval = gather_interval
-        self._queue: list[tuple[Record, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Record | EncodedRecord, asyncio.Future[None]]] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.failures = 0  # consecutive failed batches: > 0 means the sink is down
 
-    async def append(self, record: Record) -> None:
-        """Returns once the record is on disk (fsync'd)."""
+    async def append(self, record: Record | EncodedRecord) -> None:
+        """Returns once the record (a dict, or one already encoded as a JSON line) is on disk (fsync'd)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((record, future))
         if not self._flushing:
