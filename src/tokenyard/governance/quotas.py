@@ -245,10 +245,11 @@ class SqlCounters:
 
     def reserve(self, targets: list[Target], amounts: Amounts) -> QuotaSpec | None:
         self._ensure_rows(targets)
-        # One quota (the usual case) is one conditional UPDATE, atomic by itself: it runs without
-        # BEGIN and COMMIT, two round trips fewer on PostgreSQL. Not on MySQL, whose driver would
-        # spend a query turning autocommit on and another turning it off.
-        alone = len(targets) == 1 and self.store.kind != "mysql"
+        # One quota (the usual case) is one conditional UPDATE, atomic by itself: on PostgreSQL it runs
+        # without BEGIN and COMMIT, two round trips fewer. Not on MySQL, whose driver spends a query
+        # turning autocommit on and another turning it off, nor on SQLite, where BEGIN costs nothing
+        # and leaving autocommit costs a PRAGMA.
+        alone = len(targets) == 1 and self.store.kind == "postgresql"
         for attempt in range(self.RETRIES):
             try:
                 with self.store.write(autocommit=alone) as connection:  # Core: no ORM unit of work
