@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tokenyard.errors import RateLimitedError
 from tokenyard.gateway.auth import is_api_path
 from tokenyard.gateway.body import read_body, replay_body
-from tokenyard.gateway.outcome import RequestTracker
+from tokenyard.gateway.outcome import RequestOutcome, RequestTracker
 from tokenyard.governance.principal import Limits, Principal
 from tokenyard.governance.ratelimit import Check, Denial, Limiter
 from tokenyard.web import error_response
@@ -110,13 +110,25 @@ class RateLimitMiddleware:
             error = RateLimitedError(describe(denial), retry_after=max(1.0, math.ceil(denial.retry_after)))
             await error_response(error)(scope, receive, send)
             return
+        tracker = state.get("outcome")
+        if isinstance(tracker, RequestTracker):
+            # Settled when the request's record is finished, which happens exactly once, shielded
+            # from cancellation, even when the client leaves mid-answer: the tokens per minute are
+            # then corrected to what the engine really did, not left at the reservation.
+            async def settle(outcome: RequestOutcome) -> None:
+                await self._settle(limiter, request_id, checks, outcome)
+
+            tracker.on_finish(settle)
+            await self.app(scope, replay_body(body, receive), send)
+            return
         try:
             await self.app(scope, replay_body(body, receive), send)
         finally:
-            await self._settle(limiter, request_id, checks, state.get("outcome"))
+            await self._settle(limiter, request_id, checks, None)
 
-    async def _settle(self, limiter: Limiter, request_id: str, checks: list[Check], tracker: object) -> None:
-        outcome = tracker.outcome if isinstance(tracker, RequestTracker) else None
+    async def _settle(
+        self, limiter: Limiter, request_id: str, checks: list[Check], outcome: RequestOutcome | None
+    ) -> None:
         used = outcome.prompt_tokens + outcome.generated_tokens if outcome is not None else None
         try:
             await limiter.settle(request_id, checks, used)
