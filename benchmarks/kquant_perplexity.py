@@ -102,8 +102,8 @@ def engine_perplexity(folder: Path, ids: list[int], dtype: torch.dtype, quantiza
         for start in range(0, len(ids) - ctx + 1, ctx):
             chunk = ids[start : start + ctx]
             slots = torch.arange(ctx)
-            runner.attention.meta = AttentionMetadata(slot_mapping=slots, prefills=[PrefillChunk(0, ctx, slots, None)])
-            hidden = runner.model(torch.tensor(chunk), torch.arange(ctx), runner.attention)  # [ctx, hidden]
+            meta = AttentionMetadata(slot_mapping=slots, prefills=[PrefillChunk(0, ctx, slots, None)])
+            hidden = runner.model(torch.tensor(chunk), torch.arange(ctx), runner.attention.bind(meta))  # [ctx, hidden]
             first = ctx // 2
             logits = runner.model.compute_logits(hidden[first:-1]).float()  # [ctx/2 - 1, V]
             nll = torch.nn.functional.cross_entropy(logits, torch.tensor(chunk[first + 1 :]), reduction="sum")

@@ -92,7 +92,7 @@ def greedy(runner: LlamaRunner, prompt: list[int]) -> list[int]:
     manager.allocate(seq, len(prompt) + NEW_TOKENS)
     start, count = 0, len(prompt)
     for _ in range(NEW_TOKENS):
-        logits = runner.run(SchedulerPlan(chunks=[ScheduledChunk(seq, start, count, sample=True)]))
+        logits = runner.run(SchedulerPlan(chunks=[ScheduledChunk(seq, start, count, sample=True)])).logits
         seq.output_token_ids.append(int(logits[0].argmax()))
         start, count = seq.num_tokens - 1, 1
     return seq.output_token_ids
@@ -118,8 +118,8 @@ def perplexity(runner: LlamaRunner, ids: list[int]) -> float:
 def _perplexity(runner: LlamaRunner, ids: list[int]) -> float:
     count = len(ids)
     slots = torch.arange(count)  # blocks 0.. of an otherwise unused cache
-    runner.attention.meta = AttentionMetadata(slot_mapping=slots, prefills=[PrefillChunk(0, count, slots, None)])
-    hidden = runner.model(torch.tensor(ids), torch.arange(count), runner.attention)  # [T, hidden]
+    meta = AttentionMetadata(slot_mapping=slots, prefills=[PrefillChunk(0, count, slots, None)])
+    hidden = runner.model(torch.tensor(ids), torch.arange(count), runner.attention.bind(meta))  # [T, hidden]
     logits = runner.model.compute_logits(hidden[:-1])  # [T-1, V]
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]))
     return math.exp(float(nll))

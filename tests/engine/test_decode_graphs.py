@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.engine.test_llama import CONFIGS, make_seq, plan_of, save_random_model
+from tokenyard.engine.decode_paths import GraphDecode
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
 from tokenyard.engine.modeling.decode_graphs import DecodeGraphs, bucket_sizes
@@ -64,9 +65,10 @@ def test_padded_decode_matches_the_plain_path_and_spares_the_cache(batch: int, t
             runner.run(plan_of(*((seq, 0, seq.num_tokens, False) for seq in seqs)))  # prompts: never padded
             for seq in seqs:
                 seq.output_token_ids.append(11)
-            logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs)))
+            logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs))).logits
         outputs.append((logits, seqs))
-    assert padded.graphs is not None and padded.graphs.captured == 1
+    assert isinstance(padded.decode_path, GraphDecode) and padded.decode_path.graphs.captured == 1
+    assert padded.kernel_path == "torch" and plain.kernel_path == "torch"  # padded, but not captured
     (plain_logits, seqs), (padded_logits, _) = outputs
     assert padded_logits.shape == (batch, 97)
     torch.testing.assert_close(padded_logits, plain_logits, atol=1e-5, rtol=1e-5)
@@ -76,7 +78,7 @@ def test_padded_decode_matches_the_plain_path_and_spares_the_cache(batch: int, t
     real = plain.num_blocks * BLOCK_SIZE
     torch.testing.assert_close(padded.attention.k_cache[:, :, :real], plain.attention.k_cache[:, :, :real])
     torch.testing.assert_close(padded.attention.v_cache[:, :, :real], plain.attention.v_cache[:, :, :real])
-    padding_rows = (padded.graphs.bucket(batch, 1) or (0, 0))[0] - batch
+    padding_rows = (padded.decode_path.graphs.bucket(batch, 1) or (0, 0))[0] - batch
     assert bool(padded.attention.k_cache[:, :, real].abs().sum() > 0) == (padding_rows > 0)
 
 
@@ -97,13 +99,14 @@ def greedy_streams(folder: Path, modes: tuple[str, ...], device: str) -> list[li
         for seq in seqs:
             manager.allocate(seq, seq.num_tokens + 12)
         with torch.inference_mode():
-            logits = runner.run(plan_of(*((seq, 0, seq.num_tokens, True) for seq in seqs)))
+            logits = runner.run(plan_of(*((seq, 0, seq.num_tokens, True) for seq in seqs))).logits
             live = list(seqs)
             for step in range(12):
                 for seq, row in zip(live, logits, strict=True):
                     seq.output_token_ids.append(int(row.argmax()))
                 live = live[: len(live) - (step % 3 == 2)]  # one sequence leaves every third step
-                logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in live)))
-        assert runner.graphs is None or runner.graphs.captured >= 3  # buckets 8, 4 and 2 at least
+                logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in live))).logits
+        path = runner.decode_path
+        assert not isinstance(path, GraphDecode) or path.graphs.captured >= 3  # buckets 8, 4 and 2 at least
         streams.append([seq.output_token_ids for seq in seqs])
     return streams

@@ -21,12 +21,12 @@ from transformers import AutoConfig
 from tests.engine.test_llama import make_seq, plan_of
 from tests.engine.test_native_decode import decode
 from tokenyard.engine import native
+from tokenyard.engine.decode_paths import EagerDecode, NativeDecode
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
 from tokenyard.engine.modeling.blockq import BlockQLinear
 from tokenyard.engine.modeling.gguf_weights import GGUFTensors
 from tokenyard.engine.modeling.kquant import KQuantLinear, decode_kquant
-from tokenyard.engine.modeling.native_decode import NativeDecoder
 from tokenyard.engine.models import gguf_source, resolve_model
 from tokenyard.errors import ModelLoadError
 
@@ -110,11 +110,11 @@ def forced(runner: LlamaRunner, steps: int) -> list[torch.Tensor]:
     for seq in seqs:
         manager.allocate(seq, seq.num_tokens + steps)
     with torch.inference_mode():
-        logits = [runner.run(plan_of(*((seq, 0, seq.num_tokens, True) for seq in seqs)))]
+        logits = [runner.run(plan_of(*((seq, 0, seq.num_tokens, True) for seq in seqs))).logits]
         for step in range(steps):
             for i, seq in enumerate(seqs):
                 seq.output_token_ids.append((31 * step + 11 * i) % 397)
-            logits.append(runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs))))
+            logits.append(runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs))).logits)
     return logits
 
 
@@ -132,9 +132,9 @@ def test_logits_follow_the_dequantised_model(folder: Path, dtype: torch.dtype) -
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_native_decode_loop_runs_the_kquant_layers(folder: Path, dtype: torch.dtype) -> None:
     runner = load(folder, dtype, "gguf")
-    assert isinstance(runner.decoder, NativeDecoder)
+    assert isinstance(runner.decode_path, NativeDecode)
     native_tokens, native_logits = decode(runner, batch=3, steps=5)
-    runner.decoder = None
+    runner.decode_path = EagerDecode()  # the model's own forward
     torch_tokens, torch_logits = decode(runner, batch=3, steps=5)
     assert native_tokens == torch_tokens
     for a, b in zip(native_logits, torch_logits, strict=True):

@@ -85,11 +85,11 @@ def test_chunked_prefill_and_decode_match_transformers(name: str, tmp_path: Path
     manager.allocate(seq, 24)
     with torch.inference_mode():
         runner.run(plan_of((seq, 0, 9, False)))  # a first chunk: causal attention on fresh K/V
-        logits = runner.run(plan_of((seq, 9, 14, True)))  # the rest, attending to the cached chunk
+        logits = runner.run(plan_of((seq, 9, 14, True))).logits  # the rest, attending to the cached chunk
         expected = reference(input_ids=torch.tensor([prompt])).logits[0, -1]
         torch.testing.assert_close(logits[0], expected, atol=2e-4, rtol=1e-4)
         seq.output_token_ids.append(5)
-        logits = runner.run(plan_of((seq, 23, 1, True)))  # one decode token over the paged cache
+        logits = runner.run(plan_of((seq, 23, 1, True))).logits  # one decode token over the paged cache
         expected = reference(input_ids=torch.tensor([[*prompt, 5]])).logits[0, -1]
         torch.testing.assert_close(logits[0], expected, atol=2e-4, rtol=1e-4)
 
@@ -107,7 +107,7 @@ def test_decodes_and_a_prefill_batched_together_match_each_alone(tmp_path: Path)
         runner.run(plan_of((seqs[0], 0, 5, True), (seqs[1], 0, 30, True)))
         for seq in seqs[:2]:
             seq.output_token_ids.append(9)
-        logits = runner.run(plan_of((seqs[2], 0, 3, True), (seqs[0], 5, 1, True), (seqs[1], 30, 1, True)))
+        logits = runner.run(plan_of((seqs[2], 0, 3, True), (seqs[0], 5, 1, True), (seqs[1], 30, 1, True))).logits
         for row, seq in zip(logits, [seqs[2], seqs[0], seqs[1]], strict=True):
             expected = reference(input_ids=torch.tensor([seq.all_token_ids])).logits[0, -1]
             torch.testing.assert_close(row, expected, atol=2e-4, rtol=1e-4)
@@ -121,11 +121,11 @@ def test_quantised_logits_stay_close(quantization: str, tolerance: float, tmp_pa
     seq = make_seq(list(range(1, 20)))
     BlockManager(runner.num_blocks, BLOCK_SIZE).allocate(seq, 20)
     with torch.inference_mode():
-        logits = runner.run(plan_of((seq, 0, 19, True)))[0]  # a prompt: the dense weights
+        logits = runner.run(plan_of((seq, 0, 19, True))).logits[0]  # a prompt: the dense weights
         expected = reference(input_ids=torch.tensor([seq.prompt_token_ids])).logits[0, -1]
         assert (logits - expected).abs().max() < tolerance * expected.abs().max()
         seq.output_token_ids.append(int(logits.argmax()))
-        logits = runner.run(plan_of((seq, 19, 1, True)))[0]  # one decode row: the quantised kernels
+        logits = runner.run(plan_of((seq, 19, 1, True))).logits[0]  # one decode row: the quantised kernels
         expected = reference(input_ids=torch.tensor([seq.all_token_ids])).logits[0, -1]
         assert (logits - expected).abs().max() < tolerance * expected.abs().max()
 
@@ -143,7 +143,7 @@ def test_large_decode_batch_matches_reference(tmp_path: Path) -> None:
         runner.run(plan_of(*((seq, 0, seq.num_tokens, False) for seq in seqs)))
         for seq in seqs:
             seq.output_token_ids.append(7)
-        logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs)))
+        logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs))).logits
         for row, seq in zip(logits, seqs, strict=True):
             expected = reference(input_ids=torch.tensor([seq.all_token_ids])).logits[0, -1]
             torch.testing.assert_close(row, expected, atol=2e-4, rtol=1e-4)

@@ -35,14 +35,14 @@ def test_native_decode_attention_matches_torch(
     for use_native in (True, False):
         attention = PagedAttention(k_cache, v_cache, scale=dim**-0.5, use_native=use_native)
         assert (attention.native is not None) == use_native
-        attention.meta = AttentionMetadata(
+        meta = AttentionMetadata(
             slot_mapping=torch.empty(0, dtype=torch.long),
             num_decode=len(lengths),
             decode_slots=slots,
             decode_mask=mask,
             decode_lengths=torch.tensor(lengths),
         )
-        results.append(attention._attend_decode(q, k_cache[1], v_cache[1]))
+        results.append(attention._attend_decode(q, k_cache[1], v_cache[1], meta))
     fast, reference = results
     assert fast.dtype == dtype and fast.shape == q.shape
     torch.testing.assert_close(fast.float(), reference.float(), atol=tolerance, rtol=tolerance)

@@ -15,6 +15,7 @@ import torch
 
 from tests.engine.test_llama import CONFIGS, make_seq, plan_of, save_random_model
 from tokenyard.engine import native
+from tokenyard.engine.decode_paths import EagerDecode, NativeDecode
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
 from tokenyard.engine.modeling.native_decode import NativeDecoder
@@ -46,11 +47,11 @@ def decode(runner: LlamaRunner, batch: int, steps: int) -> tuple[list[list[int]]
         manager.allocate(seq, seq.num_tokens + steps)
     history = []
     with torch.inference_mode():
-        logits = runner.run(plan_of(*((seq, 0, seq.num_tokens, True) for seq in seqs)))
+        logits = runner.run(plan_of(*((seq, 0, seq.num_tokens, True) for seq in seqs))).logits
         for _ in range(steps):
             for seq, row in zip(seqs, logits, strict=True):
                 seq.output_token_ids.append(int(row.argmax()))
-            logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs)))
+            logits = runner.run(plan_of(*((seq, seq.num_tokens - 1, 1, True) for seq in seqs))).logits
             history.append(logits)
     return [seq.output_token_ids for seq in seqs], history
 
@@ -74,9 +75,9 @@ def test_native_decode_matches_the_model_forward(
     name: str, dtype: torch.dtype, quantization: str, tmp_path: Path
 ) -> None:
     runner = quantised_runner(name, tmp_path, dtype, quantization)
-    assert isinstance(runner.decoder, NativeDecoder)
+    assert isinstance(runner.decode_path, NativeDecode) and runner.kernel_path == "native"
     native_tokens, native_logits = decode(runner, batch=3, steps=6)
-    runner.decoder = None  # the model's own forward, on the same weights and a fresh cache
+    runner.decode_path = EagerDecode()  # the model's own forward, on the same weights and a fresh cache
     torch_tokens, torch_logits = decode(runner, batch=3, steps=6)
     assert native_tokens == torch_tokens
     for fast, reference in zip(native_logits, torch_logits, strict=True):
@@ -84,17 +85,17 @@ def test_native_decode_matches_the_model_forward(
 
 
 def test_decoder_is_only_built_for_layers_it_has_kernels_for(tmp_path: Path) -> None:
-    assert quantised_runner("llama-tied", tmp_path / "dense", torch.float32, "none").decoder is None  # float32 dense
-    assert quantised_runner("llama-tied", tmp_path / "q", torch.float32, "int4").decoder is not None
+    dense = quantised_runner("llama-tied", tmp_path / "dense", torch.float32, "none")  # float32 dense: no kernel
+    assert isinstance(dense.decode_path, EagerDecode) and dense.kernel_path == "torch"
+    assert quantised_runner("llama-tied", tmp_path / "q", torch.float32, "int4").kernel_path == "native"
 
 
 def test_steps_with_a_prompt_chunk_take_the_model_forward(tmp_path: Path) -> None:
     runner = quantised_runner("llama-tied", tmp_path, torch.float32, "int4")
-    assert runner.decoder is not None
+    assert isinstance(runner.decode_path, NativeDecode)
+    decoder = runner.decode_path.decoder
     calls = []
-    original = runner.decoder.__call__
-    runner.decoder.__class__ = type(
-        "Counting", (NativeDecoder,), {"__call__": lambda s, *a: calls.append(1) or original(*a)}
-    )
+    original = decoder.__call__
+    decoder.__class__ = type("Counting", (NativeDecoder,), {"__call__": lambda s, *a: calls.append(1) or original(*a)})
     decode(runner, batch=2, steps=2)  # one prompt step, then two decode-only steps
     assert len(calls) == 2

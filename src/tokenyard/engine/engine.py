@@ -30,7 +30,7 @@ from tokenyard.engine.base import (
 from tokenyard.engine.guided import GuideCompiler
 from tokenyard.engine.model_runner import ModelRunner
 from tokenyard.engine.sampling import make_generator, prompt_logprobs, sample_batch
-from tokenyard.engine.scheduler import ScheduledChunk, Scheduler, SchedulerPlan
+from tokenyard.engine.scheduler import Scheduler, SchedulerPlan
 from tokenyard.engine.sequence import Sequence, validate_request
 from tokenyard.engine.tokenizer import HFPromptTokenizer
 from tokenyard.errors import InvalidRequestError, TokenyardError, WorkerError
@@ -238,24 +238,15 @@ class BatchingGenerationEngine:
                 _deliver(request, output)
 
     def _run(self, plan: SchedulerPlan) -> tuple[list[int], list[TokenLogprob | None]]:
+        output = self._runner.run(plan)
+        for prompt in output.prompt_logits:  # only for requests that asked for prompt logprobs
+            if (request := self._request_of(prompt.chunk.seq)) is not None:
+                _keep_prompt_logprobs(request, prompt.first, prompt.logits)
         sampled = plan.sampled
         if not sampled:
-            self._forward(plan)
             return [], []
-        logits = self._forward(plan)  # [N, V]
         generators = [self._generator(chunk.seq) for chunk in sampled]
-        return sample_batch(logits, [chunk.seq for chunk in sampled], generators)
-
-    def _forward(self, plan: SchedulerPlan) -> torch.Tensor:
-        """The runner's logits for the sampled chunks, keeping prompt logprobs for requests that asked."""
-        wanted = [chunk for chunk in plan.chunks if _wants_prompt_logprobs(chunk)]
-        if not wanted:
-            return self._runner.run(plan)
-        logits, prompt_logits = self._runner.run_with_prompt_logits(plan, wanted)
-        for chunk, first, rows in prompt_logits:
-            if (request := self._request_of(chunk.seq)) is not None:
-                _keep_prompt_logprobs(request, first, rows)
-        return logits
+        return sample_batch(output.logits, [chunk.seq for chunk in sampled], generators)  # logits: [N, V]
 
     def _request_of(self, seq: Sequence) -> _Request | None:
         """The live request `seq` belongs to; None once it is aborted (its id may be reused meanwhile)."""
@@ -286,17 +277,6 @@ class BatchingGenerationEngine:
             rate = produced / seconds
             previous = self._tokens_per_second
             self._tokens_per_second = rate if previous == 0 else (1 - _EMA_WEIGHT) * previous + _EMA_WEIGHT * rate
-
-
-def _wants_prompt_logprobs(chunk: ScheduledChunk) -> bool:
-    """True when the chunk computes prompt positions whose next token's logprob was asked for (or
-    finishes the prompt: the transformers fallback computes the whole prompt only then)."""
-    seq = chunk.seq
-    return (
-        seq.params.prompt_logprobs is not None
-        and not seq.output_token_ids
-        and (chunk.start < len(seq.prompt_token_ids) - 1 or chunk.sample)
-    )
 
 
 def _keep_prompt_logprobs(request: _Request, first: int, logits: torch.Tensor) -> None:

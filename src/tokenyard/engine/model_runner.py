@@ -2,10 +2,13 @@
 
 `LlamaRunner` runs the engine's own llama-family code over the paged KV cache: it preallocates the
 cache once (sized by `kv_cache_bytes`), turns a `SchedulerPlan` into a flat batch (decode tokens
-first, then prompt chunks), runs the forward and returns logits for the sampled positions only.
-`HFRunner` is the fallback for other architectures (GPT-2, GPT-NeoX, Falcon): still one batched
-forward per step, but over each sampled sequence's whole text with left padding and no KV cache,
-so it is simple and obviously correct, not fast. Both have the same small interface.
+first, then prompt chunks; engine/step_inputs.py), runs the forward and returns logits for the sampled
+positions only. How decode-only steps run (CUDA graphs, the native layer loop or the plain forward) is
+decided once when the runner is built (engine/decode_paths.py). `HFRunner` is the fallback for other
+architectures (GPT-2, GPT-NeoX, Falcon): still one batched forward per step, but over each sampled
+sequence's whole text with left padding and no KV cache, so it is simple and obviously correct, not
+fast. Both have one call, `run(plan) -> StepLogits`: the sampled rows' logits, and every position's
+logits for the chunks that ask for prompt logprobs (`ScheduledChunk.wants_prompt_logits`).
 """
 
 from __future__ import annotations
@@ -13,24 +16,41 @@ from __future__ import annotations
 import math
 import mmap
 from collections.abc import Callable
-from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from tokenyard.engine import native
-from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention, PrefillChunk
-from tokenyard.engine.modeling.decode_graphs import DecodeGraphs
+from tokenyard.engine.decode_paths import DecodeGraphMode, DecodePath, KernelPath, choose_decode_path
+from tokenyard.engine.modeling.attention import PagedAttention
 from tokenyard.engine.modeling.gguf_weights import load_gguf_linears
 from tokenyard.engine.modeling.llama import LlamaModel, LlamaSpec, rope_table
-from tokenyard.engine.modeling.native_decode import NativeDecoder
 from tokenyard.engine.modeling.quantize import quantize_linears
 from tokenyard.engine.modeling.threads import ThreadBudget, thread_linears
 from tokenyard.engine.modeling.weights import load_llama_weights, read_state_dict
 from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan
+from tokenyard.engine.step_inputs import StepLayout
 
 BLOCK_SIZE = 16
+
+
+@dataclass
+class PromptLogits:
+    """Logits [S, V] (float32) of positions first .. first + S - 1 of `chunk`'s sequence."""
+
+    chunk: ScheduledChunk
+    first: int
+    logits: torch.Tensor
+
+
+@dataclass
+class StepLogits:
+    """What a runner returns for a step."""
+
+    logits: torch.Tensor  # [N, V] float32: the plan's sampled chunks, in plan order
+    prompt_logits: list[PromptLogits] = field(default_factory=list)  # for the chunks that asked, if computed
 
 
 class ModelRunner(Protocol):
@@ -40,17 +60,14 @@ class ModelRunner(Protocol):
     num_blocks: int
     block_size: int
     device: torch.device
-    kernel_path: str  # how decode steps run, for operators: native, torch, cuda-graphs, transformers
 
-    def run(self, plan: SchedulerPlan) -> torch.Tensor:
-        """Logits [N, V] (float32) for the plan's sampled chunks, in plan order."""
+    @property
+    def kernel_path(self) -> KernelPath:
+        """How decode steps run, for operators: native, torch, cuda-graphs, transformers."""
         ...
 
-    def run_with_prompt_logits(
-        self, plan: SchedulerPlan, wanted: list[ScheduledChunk]
-    ) -> tuple[torch.Tensor, list[tuple[ScheduledChunk, int, torch.Tensor]]]:
-        """`run`, plus logits for every position of the `wanted` chunks (prompt logprobs):
-        (chunk, first position, logits [S, V]) for those the step computed."""
+    def run(self, plan: SchedulerPlan) -> StepLogits:
+        """Logits for the plan's sampled chunks, and prompt logits for the chunks that want them."""
         ...
 
 
@@ -84,7 +101,7 @@ class LlamaRunner:
         device: torch.device,
         dtype: torch.dtype,
         num_blocks: int,
-        decode_graphs: Literal["off", "eager", "capture"] = "off",
+        decode_graphs: DecodeGraphMode = "off",
         max_batch: int = 16,
     ) -> None:
         """`decode_graphs`: "capture" replays CUDA graphs for decode-only steps (see modeling.decode_graphs);
@@ -98,24 +115,24 @@ class LlamaRunner:
             lazy_zeros(shape, dtype, device), lazy_zeros(shape, dtype, device), scale=spec.head_dim**-0.5
         )
         self.threads: ThreadBudget | None = None
-        self.decoder: NativeDecoder | None = None  # decode-only steps in one native call (CPU)
         if device.type == "cpu":
             self.threads = ThreadBudget(torch.get_num_threads())
             thread_linears(model, self.threads)
-            self.decoder = NativeDecoder.build(model, self.attention)
             if (lib := native.kernels()) is not None:  # the native kernels split rows over these threads
                 lib.native_set_threads(self.threads.max_threads)
-        self.graphs: DecodeGraphs | None = None
-        if decode_graphs != "off":
-            self.graphs = DecodeGraphs(
-                model,
-                self.attention,
-                max_batch=max_batch,
-                max_context=int(model.rope.shape[0]),
-                scratch_slot=num_blocks * BLOCK_SIZE,
-                capture=decode_graphs == "capture",
-            )
-        self.kernel_path = _kernel_path(self.graphs, self.decoder)
+        self.layout = StepLayout(self.attention, BLOCK_SIZE)
+        self.decode_path: DecodePath = choose_decode_path(
+            model,
+            self.attention,
+            self.layout,
+            decode_graphs=decode_graphs,
+            max_batch=max_batch,
+            scratch_slot=num_blocks * BLOCK_SIZE,
+        )
+
+    @property
+    def kernel_path(self) -> KernelPath:
+        return self.decode_path.kernel_path
 
     @classmethod
     def load(
@@ -128,7 +145,7 @@ class LlamaRunner:
         quantization: str,
         kv_cache_bytes: Callable[[int], int],
         max_positions: int,
-        decode_graphs: Literal["off", "eager", "capture"] = "off",
+        decode_graphs: DecodeGraphMode = "off",
         max_batch: int = 16,
     ) -> LlamaRunner:
         spec = LlamaSpec.from_config(config)
@@ -156,119 +173,22 @@ class LlamaRunner:
             max_batch=max_batch,
         )
 
-    def run(self, plan: SchedulerPlan) -> torch.Tensor:
-        if self.graphs is not None and (logits := self._run_graph(plan)) is not None:
-            return logits
-        input_ids, positions, sample_rows = self._prepare(plan)
-        if self.decoder is not None and self.decoder.fits(self.attention.meta):
-            hidden = self.decoder(input_ids, positions, self.attention.meta)  # [T, hidden]
-            return self.decoder.logits(hidden[sample_rows])  # [N, V]
-        hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
-        return self.model.compute_logits(hidden[sample_rows])  # [N, V]
-
-    def run_with_prompt_logits(
-        self, plan: SchedulerPlan, wanted: list[ScheduledChunk]
-    ) -> tuple[torch.Tensor, list[tuple[ScheduledChunk, int, torch.Tensor]]]:
-        """`run`, plus the logits of every row of the `wanted` chunks; apart from `run` so that the
-        common path pays nothing for the rare request that asks for prompt logprobs."""
-        input_ids, positions, sample_rows = self._prepare(plan)
-        hidden = self.model(input_ids, positions, self.attention)  # [T, hidden]
-        extra = []
-        for chunk in wanted:
-            row = self._first_row[id(chunk)]
-            extra.append((chunk, chunk.start, self.model.compute_logits(hidden[row : row + chunk.num_tokens])))
-        return self.model.compute_logits(hidden[sample_rows]), extra  # [N, V], [(chunk, start, [S, V])]
-
-    def _run_graph(self, plan: SchedulerPlan) -> torch.Tensor | None:
-        """Logits of a decode-only step through its decode graph; None when the step does not fit one."""
-        assert self.graphs is not None
-        decodes = plan.chunks
-        if any(chunk.num_tokens != 1 or not chunk.sample for chunk in decodes):
-            return None
-        slots, lengths = self._context_slots(decodes)
-        bucket = self.graphs.bucket(len(decodes), int(lengths.max()))
-        if bucket is None:
-            return None
+    def run(self, plan: SchedulerPlan) -> StepLogits:
         if self.threads is not None:
             self.threads.start_step(plan.num_tokens)
-        positions = [chunk.start for chunk in decodes]
-        ids = [chunk.seq.token_at(chunk.start) for chunk in decodes]
-        new_slots = [self._slot(chunk.seq.block_table, chunk.start) for chunk in decodes]
-        return self.graphs.run(bucket, ids, positions, new_slots, slots)
-
-    def _prepare(self, plan: SchedulerPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Flat inputs, decode tokens first; attention metadata goes to the backend."""
-        if self.threads is not None:
-            self.threads.start_step(plan.num_tokens)
-        decodes = [chunk for chunk in plan.chunks if chunk.num_tokens == 1]
-        prefills = [chunk for chunk in plan.chunks if chunk.num_tokens > 1]
-        ids = [chunk.seq.token_at(chunk.start) for chunk in decodes]
-        positions = [chunk.start for chunk in decodes]
-        first_row: dict[int, int] = {id(chunk): row for row, chunk in enumerate(decodes)}
-        chunks = []
-        for chunk in prefills:
-            first_row[id(chunk)] = len(ids)
-            chunks.append(self._prefill_chunk(chunk, len(ids)))
-            ids.extend(chunk.seq.all_token_ids[chunk.start : chunk.start + chunk.num_tokens])
-            positions.extend(range(chunk.start, chunk.start + chunk.num_tokens))
-        self._first_row = first_row  # each chunk's first row in the flat batch, for prompt logprobs
-        slot_mapping = [self._slot(chunk.seq.block_table, pos) for chunk in decodes for pos in (chunk.start,)]
-        slot_mapping += [int(s) for c in chunks for s in c.slots[-c.length :].tolist()]
-        meta = AttentionMetadata(slot_mapping=self._tensor(slot_mapping), num_decode=len(decodes), prefills=chunks)
-        if decodes:
-            meta.decode_slots, meta.decode_mask, meta.decode_lengths = self._decode_slots(decodes)
-        self.attention.meta = meta
-        rows = [first_row[id(chunk)] + chunk.num_tokens - 1 for chunk in plan.chunks if chunk.sample]
-        return self._tensor(ids), self._tensor(positions), self._tensor(rows)
-
-    def _slot(self, block_table: list[int], position: int) -> int:
-        return block_table[position // self.block_size] * self.block_size + position % self.block_size
-
-    def _prefill_chunk(self, chunk: ScheduledChunk, start_row: int) -> PrefillChunk:
-        end = chunk.start + chunk.num_tokens
-        slots = self._slots_of(chunk.seq.block_table, end)  # [end]
-        if chunk.start == 0:
-            return PrefillChunk(start=start_row, length=chunk.num_tokens, slots=slots, mask=None)
-        query = torch.arange(chunk.start, end)[:, None]  # [S, 1] absolute positions
-        mask = torch.arange(end)[None, :] <= query  # [S, end]
-        return PrefillChunk(start=start_row, length=chunk.num_tokens, slots=slots, mask=mask.to(self.device))
-
-    def _slots_of(self, block_table: Seq[int], length: int) -> torch.Tensor:
-        blocks = torch.tensor(block_table[: math.ceil(length / self.block_size)], dtype=torch.long)
-        slots = (blocks[:, None] * self.block_size + torch.arange(self.block_size)).flatten()  # [nb * bs]
-        return slots[:length].to(self.device)
-
-    def _context_slots(self, decodes: Seq[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(host) Each decoding sequence's cache slots [B, L], padded with slot 0 past its own length,
-        and the lengths [B], the new token included."""
-        lengths = torch.tensor([chunk.start + 1 for chunk in decodes])  # [B] context incl. the new token
-        num_blocks = math.ceil(int(lengths.max()) / self.block_size)
-        tables = [chunk.seq.block_table[:num_blocks] for chunk in decodes]
-        padded = torch.tensor([table + [0] * (num_blocks - len(table)) for table in tables])  # [B, nb]
-        return (padded[:, :, None] * self.block_size + torch.arange(self.block_size)).flatten(1), lengths
-
-    def _decode_slots(
-        self, decodes: list[ScheduledChunk]
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(slots [B, L], mask [B, 1, L] or None, lengths [B] or None): the native kernel reads the
-        lengths on the host; torch's attention reads a mask on the device instead."""
-        slots, lengths = self._context_slots(decodes)  # [B, L], [B]
-        if self.attention.native is not None:
-            return slots, None, lengths
-        width = int(lengths.max())
-        if bool((lengths == width).all()):  # nothing to mask (always so at batch 1): the faster unmasked kernel
-            return slots[:, :width].to(self.device), None, None
-        mask = torch.arange(slots.shape[1])[None, :] < lengths[:, None]  # [B, L]
-        return slots.to(self.device), mask[:, None, :].to(self.device), None  # [B, 1, L]
-
-    def _tensor(self, values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long).to(self.device)
-
-
-def _kernel_path(graphs: DecodeGraphs | None, decoder: NativeDecoder | None) -> str:
-    if graphs is not None:
-        return "cuda-graphs" if graphs.capture else "torch"
-    return "native" if decoder is not None else "torch"
+        # A step that asks for prompt logits needs every row's hidden state: the model's forward gives them.
+        if not any(chunk.wants_prompt_logits for chunk in plan.chunks):
+            logits = self.decode_path.logits(plan)
+            if logits is not None:
+                return StepLogits(logits)
+        inputs = self.layout(plan)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.attention.bind(inputs.meta))  # [T, hidden]
+        prompt_logits = [
+            PromptLogits(chunk, chunk.start, self.model.compute_logits(hidden[row : row + chunk.num_tokens]))
+            for chunk, row in zip(plan.chunks, inputs.first_rows, strict=True)
+            if chunk.wants_prompt_logits
+        ]
+        return StepLogits(self.model.compute_logits(hidden[inputs.sample_rows]), prompt_logits)  # [N, V]
 
 
 class HFRunner:
@@ -279,24 +199,18 @@ class HFRunner:
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.get_input_embeddings().num_embeddings)
         self.num_blocks, self.block_size = num_blocks, BLOCK_SIZE
-        self.kernel_path = "transformers"
+        self.kernel_path: KernelPath = "transformers"
 
-    def run(self, plan: SchedulerPlan) -> torch.Tensor:
-        return self._forward(plan)[:, -1].float()  # [N, V]
-
-    def run_with_prompt_logits(
-        self, plan: SchedulerPlan, wanted: list[ScheduledChunk]
-    ) -> tuple[torch.Tensor, list[tuple[ScheduledChunk, int, torch.Tensor]]]:
-        """`run`, plus every position's logits for the wanted chunks that are sampled (the whole
-        text is computed then; unfinished prompt chunks compute nothing here)."""
+    def run(self, plan: SchedulerPlan) -> StepLogits:
+        """The whole text is computed when a sequence is sampled, so that is when a chunk that asked gets
+        every position's logits; unfinished prompt chunks compute nothing here."""
         logits = self._forward(plan)  # [N, W, V], left-padded
-        sampled = plan.sampled
-        extra = []
-        for chunk in wanted:
-            row = next((i for i, c in enumerate(sampled) if c is chunk), None)
-            if row is not None:
-                extra.append((chunk, 0, logits[row, -(chunk.start + chunk.num_tokens) :].float()))
-        return logits[:, -1].float(), extra
+        prompt_logits = [
+            PromptLogits(chunk, 0, logits[row, -(chunk.start + chunk.num_tokens) :].float())
+            for row, chunk in enumerate(plan.sampled)
+            if chunk.wants_prompt_logits
+        ]
+        return StepLogits(logits[:, -1].float(), prompt_logits)  # [N, V]
 
     def _forward(self, plan: SchedulerPlan) -> torch.Tensor:
         """Logits [N, W, V] of the sampled sequences' whole texts, left-padded to the longest."""

@@ -41,6 +41,19 @@ class ScheduledChunk:
     num_tokens: int
     sample: bool
 
+    @property
+    def wants_prompt_logits(self) -> bool:
+        """Whether the runner should return this chunk's logits at every position, for prompt logprobs:
+        the request asked, the chunk computes prompt positions whose next token is scored (or finishes
+        the prompt: the transformers fallback computes the whole prompt only then), and the sequence
+        has no output yet (a preempted one recomputing its prompt was scored the first time)."""
+        seq = self.seq
+        return (
+            seq.params.prompt_logprobs is not None
+            and not seq.output_token_ids
+            and (self.start < len(seq.prompt_token_ids) - 1 or self.sample)
+        )
+
 
 @dataclass
 class SchedulerPlan:

@@ -1,10 +1,11 @@
 """CUDA graphs for decode-only steps: one captured forward per (batch, context width) bucket.
 
-On a GPU a small model's decode step is bound by kernel launches, not by the GPU: SmolLM2-135M issues
-about 700 kernels per step, each costing microseconds of CPU to launch, while the GPU finishes each
-in less. A CUDA graph replays a whole step's kernels with one launch. Graphs need fixed shapes and
-fixed addresses, so a decode step is padded (the batch up to the next batch bucket, every context up
-to the next width bucket) and its inputs are copied into static buffers that the graph reads.
+On a GPU a small model's decode step is bound by kernel launches, not by the GPU: it issues hundreds
+of kernels per step, each costing microseconds of CPU to launch, while the GPU finishes each in less
+(docs/engine.md, "Measurements behind the code"). A CUDA graph replays a whole step's kernels with
+one launch. Graphs need fixed shapes and fixed addresses, so a decode step is padded (the batch up to
+the next batch bucket, every context up to the next width bucket) and its inputs are copied into
+static buffers that the graph reads. The runner chooses this path once, on a GPU (engine/decode_paths.py).
 
 Padding rows are harmless by construction: they write their K/V to a scratch slot past the last
 real one (the runner allocates it) and attend to that slot alone, so they can neither overwrite nor
@@ -98,10 +99,10 @@ class DecodeGraphs:
         batch, width = bucket
         ids, positions, new_slots, lengths = self.inputs[:, :batch]
         mask = (self.columns[:width] < lengths[:, None])[:, None, :]  # [B, 1, W]
-        self.attention.meta = AttentionMetadata(
+        meta = AttentionMetadata(
             slot_mapping=new_slots, num_decode=batch, decode_slots=self.slots[:batch, :width], decode_mask=mask
         )
-        return self.model.compute_logits(self.model(ids, positions, self.attention))  # [B, V]
+        return self.model.compute_logits(self.model(ids, positions, self.attention.bind(meta)))  # [B, V]
 
     def _make(self, bucket: tuple[int, int]) -> Callable[[], torch.Tensor]:
         if not self.capture:

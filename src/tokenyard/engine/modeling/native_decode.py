@@ -10,8 +10,7 @@ It applies when the CPU kernels load and the model is bfloat16 or float32 with h
 32 and the hidden size of 16, with every layer either quantised to native blocks
 (`--quantization int4/int8`), kept as a GGUF file's blocks (`--quantization gguf`) or, in bfloat16 on
 CPUs with AVX512-BF16, dense; and per step, when the step is decode-only with at most `max_rows`
-sequences. Otherwise the model's own forward runs, so each step takes whichever path is faster and the
-results agree.
+sequences (the runner checks). Otherwise the model's own forward runs, and the results agree.
 """
 
 from __future__ import annotations
@@ -93,9 +92,8 @@ class NativeDecoder:
     @classmethod
     def build(cls, model: LlamaModel, attention: PagedAttention) -> NativeDecoder | None:
         """The decoder where every condition holds (see the module's docstring), else None."""
-        spec, cache = model.spec, attention.k_cache
-        lib = native.kernels()
-        if lib is None or attention.native is None or cache.dtype not in (torch.bfloat16, torch.float32):
+        spec, cache, lib = model.spec, attention.k_cache, attention.native  # the library, where attention runs on it
+        if lib is None or cache.dtype not in (torch.bfloat16, torch.float32):
             return None
         if spec.head_dim % 32 or spec.hidden_size % 16 or model.embed_tokens.weight.dtype != cache.dtype:
             return None
@@ -112,10 +110,6 @@ class NativeDecoder:
             rows.append([*row, cache[index].data_ptr(), attention.v_cache[index].data_ptr()])
         max_rows = DENSE_MAX_ROWS if dense else BLOCKQ_MAX_ROWS
         return cls(lib, model, attention, torch.tensor(rows, dtype=torch.int64), max_rows)
-
-    def fits(self, meta: AttentionMetadata) -> bool:
-        """Whether a step with this metadata can run here: decode-only, few enough rows, native attention."""
-        return not meta.prefills and meta.decode_lengths is not None and 0 < meta.num_decode <= self.max_rows
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Hidden states after the final norm, as `LlamaModel.forward` returns them: [T] -> [T, hidden]."""
