@@ -32,7 +32,6 @@ KQUANT_TYPES = {Q4_K: "Q4_K", Q5_K: "Q5_K", Q6_K: "Q6_K"}
 BLOCK_BYTES = {Q4_K: 144, Q5_K: 176, Q6_K: 210}
 SUB_BLOCKS = {Q4_K: 8, Q5_K: 8, Q6_K: 16}
 PLANES = {Q4_K: 0, Q5_K: 1, Q6_K: 2}  # bits of q above the low four
-KQUANT_CODE = 256  # what native_decode passes as a linear's "bits" for this kernel
 KQUANT_MAX_ROWS = 64  # as BlockQLinear: single-threaded, it beats bfloat16 on two threads up to here
 
 
@@ -154,7 +153,7 @@ class KQuantLinear(QuantisedLinear):
             raise ValueError("KQuantLinear needs the native kernels and [16n, 256k] K-quant rows")
         if any(part.q.shape[0] % TILE for part in parts):
             raise ValueError("each part of a fused K-quant layer needs a multiple of 16 rows")
-        self.lib, self.bits = lib, KQUANT_CODE
+        self.lib = lib
         self.float_output = float_output
         self.types = sorted({KQUANT_TYPES[part.ggml_type] for part in parts})
         weights, table = pack_parts(parts)

@@ -1,10 +1,11 @@
 """Decode-only steps of a llama-family model through `decode_layers` (one native call per step).
 
-A decode step at small batch is ~30 small operations per layer; from Python each costs microseconds of
-dispatch, which was half of a batch-1 step of SmolLM2 once the matrix multiplies were native. The
-native loop runs the same computation with the same roundings (engine/native/decode_layers.cpp); the
-embedding lookup and the final norm stay here, and the output projection runs on the native dense
-kernel where it is a plain bfloat16 layer and the step is small.
+A decode step at small batch is dozens of small operations per layer, and from Python each pays
+microseconds of dispatch, which dominated a small step once the matrix multiplies were native
+(docs/engine.md, "Measurements behind the code"). The native loop runs the same computation with the
+same roundings (engine/native/decode_layers.cpp); the embedding lookup and the final norm stay here,
+and the output projection runs on the native dense kernel where it is a plain bfloat16 layer and the
+step is small. The layers reach C as `NativeLayer` structures (engine/native/abi.py), built once here.
 
 It applies when the CPU kernels load and the model is bfloat16 or float32 with head_dim a multiple of
 32 and the hidden size of 16, with every layer either quantised to native blocks
@@ -23,11 +24,12 @@ from torch import nn
 from tokenyard.engine import native
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention
 from tokenyard.engine.modeling.blockq import BLOCKQ_MAX_ROWS, BlockQLinear
-from tokenyard.engine.modeling.kquant import KQUANT_CODE, KQuantLinear
+from tokenyard.engine.modeling.kquant import KQuantLinear
 from tokenyard.engine.modeling.llama import LlamaModel
+from tokenyard.engine.native.abi import LINEAR_DENSE_BF16, LINEAR_KQUANT, NativeLayer, NativeLinear, NativeShape
 
-DENSE_MAX_ROWS = 16  # the native dense kernel ties torch's bfloat16 matmul at 16 rows and loses beyond
-DENSE_OUTPUT_MAX_ROWS = 8  # the output projection (49,152 rows for SmolLM2): 2.5 against 6.9 ms at 1 row
+DENSE_MAX_ROWS = 16  # beyond this torch's bfloat16 matmul is as fast as the dense kernel
+DENSE_OUTPUT_MAX_ROWS = 8  # the output projection's own crossover: it is far wider than the layers
 
 
 def _unwrapped(module: nn.Module) -> nn.Module:
@@ -45,30 +47,17 @@ def _dense_bf16(layer: nn.Module) -> bool:
     )
 
 
-def _linear_fields(module: nn.Module) -> list[int] | None:
-    """The 6 values decode_layers.cpp reads for a linear layer, or None if it cannot run it."""
+def _native_linear(module: nn.Module) -> NativeLinear | None:
+    """The layer as decode_layers.cpp reads it, or None if that has no kernel for it."""
     layer = _unwrapped(module)
-    bias = layer.bias.data_ptr() if getattr(layer, "bias", None) is not None else 0
-    if isinstance(layer, BlockQLinear):
-        return [
-            layer.weights.data_ptr(),
-            layer.scales.data_ptr(),
-            layer.bits,
-            layer.out_features,
-            layer.in_features,
-            bias,
-        ]
+    bias = layer.bias.data_ptr() if getattr(layer, "bias", None) is not None else None
+    n, k = layer.out_features, layer.in_features
+    if isinstance(layer, BlockQLinear):  # the kind is the bit count
+        return NativeLinear(layer.weights.data_ptr(), layer.scales.data_ptr(), layer.bits, n, k, bias)
     if isinstance(layer, KQuantLinear):  # the tile table where block layers have their scales
-        return [
-            layer.weights.data_ptr(),
-            layer.tiles.data_ptr(),
-            KQUANT_CODE,
-            layer.out_features,
-            layer.in_features,
-            bias,
-        ]
+        return NativeLinear(layer.weights.data_ptr(), layer.tiles.data_ptr(), LINEAR_KQUANT, n, k, bias)
     if isinstance(layer, nn.Linear) and _dense_bf16(layer):
-        return [layer.weight.data_ptr(), 0, 16, layer.out_features, layer.in_features, bias]
+        return NativeLinear(layer.weight.data_ptr(), None, LINEAR_DENSE_BF16, n, k, bias)
     return None
 
 
@@ -76,16 +65,19 @@ class NativeDecoder:
     """The decoder layers of `model` for decode-only steps, as one native call per step."""
 
     def __init__(
-        self, lib: ctypes.CDLL, model: LlamaModel, attention: PagedAttention, table: torch.Tensor, max_rows: int
+        self, lib: ctypes.CDLL, model: LlamaModel, attention: PagedAttention, layers: list[NativeLayer]
     ) -> None:
         self.lib, self.model, self.attention = lib, model, attention
-        self.table = table  # [layers, fields] int64: pointers into `model` and the cache, which outlive it
-        self.max_rows = max_rows
+        # pointers into `model` and the cache, which outlive this table
+        self.layers = (NativeLayer * len(layers))(*layers)
         spec = model.spec
         num_slots = attention.k_cache.shape[2]
-        shape = [spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.intermediate_size, num_slots]
-        self.shape = torch.tensor(shape, dtype=torch.int64)
+        self.shape = NativeShape(
+            spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.intermediate_size, num_slots
+        )
         self.bf16 = int(attention.k_cache.dtype == torch.bfloat16)
+        dense = any(linear.kind == LINEAR_DENSE_BF16 for layer in layers for linear in _linears(layer))
+        self.max_rows = DENSE_MAX_ROWS if dense else BLOCKQ_MAX_ROWS  # decode rows a step may have to run here
         head = _unwrapped(model.lm_head)
         self.dense_head = head if _dense_bf16(head) else None
 
@@ -97,19 +89,16 @@ class NativeDecoder:
             return None
         if spec.head_dim % 32 or spec.hidden_size % 16 or model.embed_tokens.weight.dtype != cache.dtype:
             return None
-        rows, dense = [], False
+        layers = []
         for index, layer in enumerate(model.layers):
-            linears = [layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
-            fields = [_linear_fields(linear) for linear in linears]
-            if any(field is None for field in fields):
+            modules = [layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
+            qkv, o, gate_up, down = (_native_linear(module) for module in modules)
+            if qkv is None or o is None or gate_up is None or down is None:
                 return None
-            row = [layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()]
-            for field in fields:
-                row += field or []
-                dense = dense or (field or [0, 0, 0])[2] == 16
-            rows.append([*row, cache[index].data_ptr(), attention.v_cache[index].data_ptr()])
-        max_rows = DENSE_MAX_ROWS if dense else BLOCKQ_MAX_ROWS
-        return cls(lib, model, attention, torch.tensor(rows, dtype=torch.int64), max_rows)
+            norms = layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()
+            caches = cache[index].data_ptr(), attention.v_cache[index].data_ptr()
+            layers.append(NativeLayer(*norms, qkv, o, gate_up, down, *caches))
+        return cls(lib, model, attention, layers)
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Hidden states after the final norm, as `LlamaModel.forward` returns them: [T] -> [T, hidden]."""
@@ -120,9 +109,9 @@ class NativeDecoder:
         slots = meta.decode_slots.contiguous()
         self.lib.decode_layers(
             self.bf16,
-            self.table.data_ptr(),
-            self.table.shape[0],
-            self.shape.data_ptr(),
+            self.layers,
+            len(self.layers),
+            ctypes.byref(self.shape),
             x.data_ptr(),
             x.shape[0],
             cos_sin.data_ptr(),
@@ -153,3 +142,7 @@ class NativeDecoder:
             0,
         )
         return out if head.bias is None else out + head.bias
+
+
+def _linears(layer: NativeLayer) -> tuple[NativeLinear, ...]:
+    return layer.qkv, layer.o, layer.gate_up, layer.down

@@ -4,20 +4,22 @@ Why native code: at decode batch sizes a step is small operations, where torch's
 more time on overhead and generality than on the work (docs/engine.md, "Native kernels"):
 - `blockq.cpp`: weight-only 4/8-bit linear layers. torch's int4/int8 kernels on this CPU are bound by
   arithmetic, not memory (int8 is no faster than int4); this one quantises activations to int8 per
-  block of 32, as llama.cpp does, and multiplies with AVX512-VNNI: 2-3x faster at 1-16 rows.
+  block of 32, as llama.cpp does, and multiplies with AVX512-VNNI, which is faster at decode sizes.
 - `kquant.cpp`: the same for llama.cpp's K-quant blocks (Q4_K, Q5_K, Q6_K) at the file's own
   precision, activations quantised per super-block of 256 as llama.cpp's Q8_K.
 - `attention.cpp`: decode attention read straight from the paged cache through each sequence's slot
   table, instead of gathering every layer's K/V into a padded copy first.
 - `norm.cpp`: RMS norm in one call, rounded as the reference rounds it (torch needs four ops).
-- `dense.cpp`: dense bfloat16 layers for 1-16 rows (AVX512-BF16), up to 3x faster than torch's there.
+- `dense.cpp`: dense bfloat16 layers for few rows (AVX512-BF16), where torch's matmul reads weights slowly.
 - `decode_layers.cpp`: every decoder layer of a llama model for a decode-only step in one call, so a
-  small step no longer pays Python and torch dispatch for each of its ~800 small ops.
+  small step no longer pays Python and torch dispatch for each of its many small ops.
 - `pool.cpp`: a small persistent thread pool the kernels above split their rows over
   (`native_set_threads`), with no wake-up per op as OpenMP's sleeping threads need.
 
 Why ctypes and not a torch extension: the library is plain C ABI with no torch headers, so it builds
-in seconds with the system's g++ instead of a minute, and cannot break with torch's ABI.
+quickly with the system's g++ and cannot break with torch's ABI. `abi.py` declares its functions and
+mirrors the structures it reads, checked against the library's own sizes at load.
+(docs/engine.md, "Measurements behind the code", has the figures behind these choices.)
 It is compiled once per source and flag set into `~/.cache/tokenyard/native` (or
 `$TOKENYARD_NATIVE_CACHE`), atomically, so concurrent workers never load a half-written file.
 
@@ -37,6 +39,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tokenyard.engine.native import abi
 
 logger = logging.getLogger(__name__)
 
@@ -122,22 +126,4 @@ def _build() -> Path:
 
 
 def _load(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    ptr, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-    lib.paged_decode_attention.argtypes = [i32, ptr, ptr, ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, f32, ptr]
-    lib.paged_decode_attention.restype = None
-    lib.blockq_linear.argtypes = [i32, ptr, ptr, i64, i64, ptr, i32, i64, ptr, i32]
-    lib.blockq_linear.restype = None
-    lib.kquant_linear.argtypes = [ptr, ptr, i64, i64, ptr, i32, i64, ptr, i32]
-    lib.kquant_linear.restype = None
-    lib.dense_bf16_linear.argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
-    lib.dense_bf16_linear.restype = None
-    lib.rms_norm.argtypes = [i32, ptr, ptr, i64, i64, f32, ptr]
-    lib.rms_norm.restype = None
-    lib.decode_layers.argtypes = [i32, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, ptr, f32, f32]
-    lib.decode_layers.restype = None
-    lib.native_set_threads.argtypes = [i32]
-    lib.native_set_threads.restype = None
-    lib.native_threads.argtypes = []
-    lib.native_threads.restype = i32
-    return lib
+    return abi.bind(ctypes.CDLL(str(path)))  # raises AbiMismatch: a library that disagrees must not run

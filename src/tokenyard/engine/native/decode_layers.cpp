@@ -24,63 +24,24 @@ using simd::load16;
 using simd::round16;
 using simd::store16;
 
-// A quantised linear layer as Python lays it out: 6 int64 values.
-struct Linear {
-    const uint8_t* weights;
-    const uint16_t* scales;
-    int64_t bits, n, k;
-    const void* bias;  // [n] in the activations' dtype, or null
-};
-
-constexpr int kLayerFields = 2 + 4 * 6 + 2;  // norms, four linears, K and V cache
-
-struct Layer {
-    const void* input_norm;
-    const void* post_norm;
-    Linear qkv, o, gate_up, down;
-    void* k_cache;  // [kv_heads, num_slots, dim] of this layer
-    void* v_cache;
-};
-
-struct Shape {
-    int64_t hidden, heads, kv_heads, dim, intermediate, num_slots;
-};
-
-Linear read_linear(const int64_t* f) {
-    return {reinterpret_cast<const uint8_t*>(f[0]), reinterpret_cast<const uint16_t*>(f[1]), f[2], f[3], f[4],
-            reinterpret_cast<const void*>(f[5])};
-}
-
-Layer read_layer(const int64_t* f) {
-    Layer layer;
-    layer.input_norm = reinterpret_cast<const void*>(f[0]);
-    layer.post_norm = reinterpret_cast<const void*>(f[1]);
-    layer.qkv = read_linear(f + 2);
-    layer.o = read_linear(f + 8);
-    layer.gate_up = read_linear(f + 14);
-    layer.down = read_linear(f + 20);
-    layer.k_cache = reinterpret_cast<void*>(f[26]);
-    layer.v_cache = reinterpret_cast<void*>(f[27]);
-    return layer;
-}
-
 template <typename T>
 constexpr int is_bf16() {
     return sizeof(T) == 2;
 }
 
-// bits 4 or 8: native blocks; 16: dense bfloat16 weights (Python passes those for bfloat16 models only);
-// 256: K-quant blocks (kquant.cpp), with the tile table where the others have their scales.
+// kind (see NativeLinear): 16, dense bfloat16 weights, passed for bfloat16 models only; 256, K-quant
+// blocks, with the tile table where the block kernel has its scales; 4 or 8, native blocks.
 template <typename T>
-void linear(const Linear& l, const T* x, int64_t tokens, T* out) {
-    if (l.bits == 256) {
-        kquant_linear(l.weights, reinterpret_cast<const int64_t*>(l.scales), l.n, l.k, x, is_bf16<T>(), tokens, out,
+void linear(const NativeLinear& l, const T* x, int64_t tokens, T* out) {
+    if (l.kind == 256) {
+        kquant_linear(l.weights, static_cast<const int64_t*>(l.scales), l.n, l.k, x, is_bf16<T>(), tokens, out,
                       is_bf16<T>());
-    } else if (l.bits == 16) {
+    } else if (l.kind == 16) {
         dense_bf16_linear(reinterpret_cast<const uint16_t*>(l.weights), l.n, l.k, reinterpret_cast<const uint16_t*>(x),
                           tokens, out, 1);
     } else {
-        blockq_linear(static_cast<int>(l.bits), l.weights, l.scales, l.n, l.k, x, is_bf16<T>(), tokens, out, is_bf16<T>());
+        blockq_linear(static_cast<int>(l.kind), l.weights, static_cast<const uint16_t*>(l.scales), l.n, l.k, x,
+                      is_bf16<T>(), tokens, out, is_bf16<T>());
     }
     if (l.bias == nullptr) return;
     const T* bias = static_cast<const T*>(l.bias);
@@ -124,8 +85,9 @@ void silu_mul(const T* gate_up, int64_t tokens, int64_t size, T* out) {
 }
 
 template <typename T>
-void run_layer(const Layer& layer, const Shape& s, T* x, int64_t tokens, const T* cos_sin, const int64_t* slot_mapping,
-               const int64_t* slots, int64_t width, const int64_t* lengths, float eps, float scale) {
+void run_layer(const NativeLayer& layer, const NativeShape& s, T* x, int64_t tokens, const T* cos_sin,
+               const int64_t* slot_mapping, const int64_t* slots, int64_t width, const int64_t* lengths, float eps,
+               float scale) {
     thread_local std::vector<T> normed, qkv, queries, attended, projected, gate_up, activated;
     const int64_t heads = s.heads, kv_heads = s.kv_heads, dim = s.dim, row = (heads + 2 * kv_heads) * dim;
     normed.resize(tokens * s.hidden);
@@ -167,15 +129,19 @@ void run_layer(const Layer& layer, const Shape& s, T* x, int64_t tokens, const T
 
 extern "C" {
 
-// x [tokens, hidden]: the embeddings in, the last layer's output out (in place). layers: num_layers rows
-// of kLayerFields int64 values (see read_layer); shape: hidden, heads, kv_heads, dim, intermediate,
-// num_slots. cos_sin [tokens, 2, dim]: each token's rotary cos and sin, in the activations' dtype.
-void decode_layers(int bf16, const int64_t* layers, int64_t num_layers, const int64_t* shape, void* x, int64_t tokens,
-                   const void* cos_sin, const int64_t* slot_mapping, const int64_t* slots, int64_t width,
-                   const int64_t* lengths, float eps, float scale) {
-    const Shape s{shape[0], shape[1], shape[2], shape[3], shape[4], shape[5]};
+int64_t native_layer_size() { return sizeof(NativeLayer); }
+
+int64_t native_shape_size() { return sizeof(NativeShape); }
+
+// x [tokens, hidden]: the embeddings in, the last layer's output out (in place). layers: num_layers
+// structures (kernels.h); cos_sin [tokens, 2, dim]: each token's rotary cos and sin, in the activations'
+// dtype.
+void decode_layers(int bf16, const NativeLayer* layers, int64_t num_layers, const NativeShape* shape, void* x,
+                   int64_t tokens, const void* cos_sin, const int64_t* slot_mapping, const int64_t* slots,
+                   int64_t width, const int64_t* lengths, float eps, float scale) {
+    const NativeShape& s = *shape;
     for (int64_t i = 0; i < num_layers; ++i) {
-        const Layer layer = read_layer(layers + i * kLayerFields);
+        const NativeLayer& layer = layers[i];
         if (bf16) {
             run_layer(layer, s, static_cast<uint16_t*>(x), tokens, static_cast<const uint16_t*>(cos_sin), slot_mapping,
                       slots, width, lengths, eps, scale);

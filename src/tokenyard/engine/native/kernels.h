@@ -1,9 +1,37 @@
-// The C ABI of the native kernels (one shared library; Python binds it in __init__.py).
+// The C ABI of the native kernels (one shared library; Python binds it in abi.py).
 #pragma once
 
 #include <stdint.h>
 
 extern "C" {
+
+// What decode_layers reads for one linear layer. kind: 4 or 8, native blocks (blockq.cpp); 16, dense
+// bfloat16 weights (dense.cpp); 256, K-quant blocks (kquant.cpp). abi.py mirrors these structures as
+// ctypes.Structure and checks their sizes against native_*_size() when it binds the library.
+struct NativeLinear {
+    const uint8_t* weights;
+    const void* scales;  // blocks: float16 d and m per tile and block; K-quant: the tile table; dense: null
+    int64_t kind;
+    int64_t n, k;        // output and input features
+    const void* bias;    // [n] in the activations' dtype, or null
+};
+
+struct NativeLayer {
+    const void* input_norm;
+    const void* post_norm;
+    NativeLinear qkv, o, gate_up, down;
+    void* k_cache;  // [kv_heads, num_slots, dim] of this layer
+    void* v_cache;
+};
+
+struct NativeShape {
+    int64_t hidden, heads, kv_heads, dim, intermediate, num_slots;
+};
+
+// sizeof(NativeLayer) and sizeof(NativeShape): abi.py refuses a library whose structures differ from its own.
+int64_t native_layer_size();
+int64_t native_shape_size();
+
 void native_set_threads(int threads);
 int native_threads();
 void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
@@ -16,7 +44,7 @@ void paged_decode_attention(int bf16, const void* q, const void* k_cache, const 
 void dense_bf16_linear(const uint16_t* weights, int64_t n, int64_t k, const uint16_t* x, int64_t tokens, void* out,
                        int out_bf16);
 void rms_norm(int bf16, const void* x, const void* weight, int64_t tokens, int64_t hidden, float eps, void* out);
-void decode_layers(int bf16, const int64_t* layers, int64_t num_layers, const int64_t* shape, void* x, int64_t tokens,
-                   const void* cos_sin, const int64_t* slot_mapping, const int64_t* slots, int64_t width,
-                   const int64_t* lengths, float eps, float scale);
+void decode_layers(int bf16, const NativeLayer* layers, int64_t num_layers, const NativeShape* shape, void* x,
+                   int64_t tokens, const void* cos_sin, const int64_t* slot_mapping, const int64_t* slots,
+                   int64_t width, const int64_t* lengths, float eps, float scale);
 }
