@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tokenyard.engine.models import SMOLLM2_ALIAS, resolve_model
+from tokenyard.models import SMOLLM2_ALIAS, resolve_model
 
 FASTCHAT_WORKER_CONCURRENCY = 5
 

@@ -25,7 +25,7 @@ from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import SamplingParams
 from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.loader import load_engine
-from tokenyard.engine.models import resolve_model
+from tokenyard.models import resolve_model
 from tokenyard.protocol.internal import ChatMessage
 
 TOPICS = ["the sea", "mountains", "a city at night", "autumn", "robots", "coffee", "trains", "the moon"]

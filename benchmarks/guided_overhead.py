@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from tokenyard.config import load_settings
 from tokenyard.engine.guided import Guide, GuideCompiler, mask_guided_rows, unpack_bitmask
-from tokenyard.engine.models import resolve_model
+from tokenyard.models import resolve_model
 from tokenyard.protocol.tool_calls import FunctionSpec, tool_call_grammar
 
 SCHEMA: dict[str, Any] = {

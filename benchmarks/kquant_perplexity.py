@@ -33,7 +33,7 @@ from tokenyard.engine import native
 from tokenyard.engine.loader import configure_torch_threads
 from tokenyard.engine.model_runner import LlamaRunner
 from tokenyard.engine.modeling.attention import AttentionMetadata, PrefillChunk
-from tokenyard.engine.models import resolve_model
+from tokenyard.models import resolve_model
 
 TEXT = Path("/usr/share/common-licenses/GPL-3")  # ~35 KB of English on every Debian system
 SOURCE_ALIAS = "smollm2-135m-instruct"
@@ -150,7 +150,7 @@ def main() -> None:
 
 
 def _source_file(home: Path) -> Path:
-    from tokenyard.engine.models import gguf_source
+    from tokenyard.models import gguf_source
 
     source = gguf_source(resolve_model(SOURCE_ALIAS, home).path)
     assert source is not None

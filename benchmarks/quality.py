@@ -25,10 +25,10 @@ from tokenyard.engine.loader import configure_torch_threads
 from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
 from tokenyard.engine.modeling import quant
 from tokenyard.engine.modeling.attention import AttentionMetadata, PrefillChunk
-from tokenyard.engine.models import resolve_model
 from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan
 from tokenyard.engine.sequence import Sequence
 from tokenyard.engine.tokenizer import HFPromptTokenizer
+from tokenyard.models import resolve_model
 from tokenyard.protocol.internal import ChatMessage
 
 MODES = [("float32", torch.float32, "none"), ("bfloat16", torch.bfloat16, "none")]

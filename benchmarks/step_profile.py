@@ -22,9 +22,9 @@ from tokenyard.engine.base import SamplingParams
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.loader import configure_torch_threads
 from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
-from tokenyard.engine.models import resolve_model
 from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan
 from tokenyard.engine.sequence import Sequence
+from tokenyard.models import resolve_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

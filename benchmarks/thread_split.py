@@ -22,7 +22,7 @@ from transformers import AutoConfig
 from tokenyard.engine.loader import configure_torch_threads
 from tokenyard.engine.model_runner import LlamaRunner
 from tokenyard.engine.modeling.threads import ThreadBudget
-from tokenyard.engine.models import resolve_model
+from tokenyard.models import resolve_model
 
 
 def modes(budget: ThreadBudget) -> dict[str, Callable[[int], None]]:

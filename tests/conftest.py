@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_models import make_tiny_chat_model, make_tiny_embedding_model
-from tokenyard.engine.models import MINILM_ALIAS, SMOLLM2_ALIAS, ResolvedModel, resolve_model
+from tokenyard.models import MINILM_ALIAS, SMOLLM2_ALIAS, ResolvedModel, resolve_model
 
 # Database fixtures (SQLite, PostgreSQL, MariaDB; one database per test): database_url, store, sqlite_url.
 pytest_plugins = ["tests.databases"]

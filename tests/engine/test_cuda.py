@@ -15,7 +15,7 @@ from tokenyard.engine.base import SamplingParams
 from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.factory import build_engine
 from tokenyard.engine.loader import load_engine
-from tokenyard.engine.models import ResolvedModel
+from tokenyard.models import ResolvedModel
 from tokenyard.protocol.internal import ChatMessage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

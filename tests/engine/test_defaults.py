@@ -15,7 +15,7 @@ from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.loader import describe_engine, load_engine, resolve_settings
 from tokenyard.engine.model_runner import lazy_zeros
 from tokenyard.engine.modeling.quant import QuantisedLinear
-from tokenyard.engine.models import ResolvedModel, gguf_source
+from tokenyard.models import ResolvedModel, gguf_source
 from tokenyard.protocol.internal import ModelKind
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from tokenyard.engine.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer, StopStringMatcher
-from tokenyard.engine.models import ResolvedModel
 from tokenyard.engine.tokenizer import HFPromptTokenizer
+from tokenyard.models import ResolvedModel
 from tokenyard.protocol.internal import ChatMessage
 
 MIXED_TEXT = "你好，世界！今天🙂🚀 北京 ✨ hello 中文 English"

@@ -13,8 +13,8 @@ import torch
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.embedding import SimpleEmbeddingEngine, pool, read_pooling
 from tokenyard.engine.loader import load_engine
-from tokenyard.engine.models import ResolvedModel
 from tokenyard.errors import ErrorCode, InvalidRequestError
+from tokenyard.models import ResolvedModel
 
 CPU = torch.device("cpu")
 SENTENCES = ["hello world", "the quick brown fox jumps over the lazy dog", "北京是中国的首都", ""]

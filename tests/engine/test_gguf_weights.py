@@ -27,8 +27,8 @@ from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
 from tokenyard.engine.modeling.blockq import BlockQLinear
 from tokenyard.engine.modeling.gguf_weights import GGUFTensors
 from tokenyard.engine.modeling.kquant import KQuantLinear, decode_kquant
-from tokenyard.engine.models import gguf_source, resolve_model
 from tokenyard.errors import ModelLoadError
+from tokenyard.models import gguf_source, resolve_model
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-kquant.gguf"
 REASON = native.unavailable_reason()

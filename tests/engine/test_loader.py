@@ -18,8 +18,8 @@ from tokenyard.engine.loader import (
     pick_dtype,
     resolve_settings,
 )
-from tokenyard.engine.models import ResolvedModel
 from tokenyard.errors import ModelLoadError
+from tokenyard.models import ResolvedModel
 from tokenyard.protocol.internal import ModelKind
 
 CPU = torch.device("cpu")

@@ -11,7 +11,7 @@ from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import GenerationOutput, SamplingParams
 from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.loader import load_engine
-from tokenyard.engine.models import ResolvedModel
+from tokenyard.models import ResolvedModel
 from tokenyard.protocol.internal import ChatMessage
 
 QUESTIONS = ["What is the capital of France?", "Name a primary colour.", "请用中文介绍一下北京。", "Count to five."]

@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 from tests.integration.processes import Cluster, wait_until
 from tests.webui.chat_helpers import REPLY, force_length, open_chat, send, settings, wait_reply_done
 from tests.webui.test_chat_page import aborted_generations, wait_generating, worker_status
-from tokenyard.engine.models import SMOLLM2_ALIAS, ResolvedModel
+from tokenyard.models import SMOLLM2_ALIAS, ResolvedModel
 
 CJK_RUN = re.compile(r"[\u4e00-\u9fff]{4,}")
 

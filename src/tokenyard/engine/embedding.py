@@ -22,8 +22,8 @@ import torch
 
 from tokenyard.engine.base import EngineStats
 from tokenyard.engine.embedding_batcher import DynamicBatcher
-from tokenyard.engine.models import model_context_length
 from tokenyard.errors import ErrorCode, InvalidRequestError, ModelLoadError, NoHealthyWorkerError
+from tokenyard.models import model_context_length
 
 Pooling = Literal["mean", "cls", "max"]
 Embedded = tuple[list[list[float]], int]  # the vectors, in input order, and the tokens they used

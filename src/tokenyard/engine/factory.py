@@ -24,10 +24,10 @@ from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.model_runner import BLOCK_SIZE, HFRunner, LlamaRunner, ModelRunner, kv_bytes_per_token
 from tokenyard.engine.modeling.llama import LlamaSpec
-from tokenyard.engine.models import model_context_length
 from tokenyard.engine.scheduler import Scheduler
 from tokenyard.engine.tokenizer import HFPromptTokenizer
 from tokenyard.errors import ModelLoadError
+from tokenyard.models import model_context_length
 
 logger = logging.getLogger(__name__)
 GIB = 1 << 30

@@ -23,8 +23,8 @@ from tokenyard.engine.base import EmbeddingEngine, GenerationEngine
 from tokenyard.engine.defaults import auto_max_batch_size, auto_quantization, gguf_file_type, usable_cpus
 from tokenyard.engine.embedding import SimpleEmbeddingEngine
 from tokenyard.engine.factory import build_engine
-from tokenyard.engine.models import ResolvedModel, gguf_source
 from tokenyard.errors import ModelLoadError
+from tokenyard.models import ResolvedModel, gguf_source
 from tokenyard.protocol.internal import ModelKind
 
 logger = logging.getLogger(__name__)

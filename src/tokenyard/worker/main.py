@@ -10,8 +10,8 @@ from collections.abc import Callable
 from tokenyard.config import Settings
 from tokenyard.engine.base import EmbeddingEngine, GenerationEngine
 from tokenyard.engine.loader import describe_engine, load_engine, pick_device, resolve_settings
-from tokenyard.engine.models import resolve_model, served_name
 from tokenyard.errors import ModelLoadError
+from tokenyard.models import resolve_model, served_name
 from tokenyard.protocol.internal import ModelKind
 from tokenyard.web import GracefulServer, server_config
 from tokenyard.worker.app import create_app

@@ -1,6 +1,6 @@
 """`--quantization gguf`: a GGUF model's linear layers at the file's own precision.
 
-A GGUF file is converted once to a safetensors folder (`engine/models.py`), dequantised; the folder
+A GGUF file is converted once to a safetensors folder (`models/gguf_conversion.py`), dequantised; the folder
 records which file it came from (`models.gguf_source`). In this mode the loader reads each linear
 layer's blocks straight from that file and keeps them as they are:
 - K-quants (Q4_K, Q5_K, Q6_K) on the K-quant kernel (`kquant.py`, `native/kquant.cpp`);
@@ -32,8 +32,8 @@ from tokenyard.engine import native
 from tokenyard.engine.modeling.blockq import BlockQLinear, blockq_fits
 from tokenyard.engine.modeling.kquant import KQUANT_TYPES, KQuantLinear, decode_kquant, kquant_fits
 from tokenyard.engine.modeling.llama import LlamaModel
-from tokenyard.engine.models import gguf_source
 from tokenyard.errors import ModelLoadError
+from tokenyard.models import gguf_source
 
 logger = logging.getLogger(__name__)
 
