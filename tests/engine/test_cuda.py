@@ -13,8 +13,7 @@ from tests.engine.test_llama import CONFIGS, save_random_model
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import SamplingParams
 from tokenyard.engine.engine import BatchingGenerationEngine
-from tokenyard.engine.factory import build_engine
-from tokenyard.engine.loader import load_engine
+from tokenyard.engine.loader import build_engine, load_engine
 from tokenyard.models import ResolvedModel
 from tokenyard.protocol.internal import ChatMessage
 

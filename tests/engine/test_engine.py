@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import GenerationOutput, SamplingParams
 from tokenyard.engine.engine import BatchingGenerationEngine
-from tokenyard.engine.factory import build_engine
+from tokenyard.engine.loader import build_engine
 from tokenyard.errors import (
     ContextLengthExceededError,
     InvalidRequestError,

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, FalconConfig, GPT2Config, GPTNeoX
 
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import SamplingParams
-from tokenyard.engine.factory import build_engine
+from tokenyard.engine.loader import build_engine
 from tokenyard.engine.model_runner import HFRunner
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

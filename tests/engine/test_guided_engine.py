@@ -17,8 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import GenerationOutput, SamplingParams
 from tokenyard.engine.engine import BatchingGenerationEngine
-from tokenyard.engine.factory import build_engine
 from tokenyard.engine.guided import Guide
+from tokenyard.engine.loader import build_engine
 from tokenyard.engine.model_runner import HFRunner
 from tokenyard.errors import InvalidRequestError
 

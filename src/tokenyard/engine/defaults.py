@@ -8,7 +8,7 @@
   bfloat16 on CUDA).
 - **max_batch_size** unset: on a CPU 32 sequences per core (64 on two cores: a decode step of 64
   sequences still gains tokens/s over 32 on this kind of CPU, docs/engine.md), between 16 and 256;
-  on CUDA 256. The KV budget then follows it (`factory.py`).
+  on CUDA 256. The KV budget then follows it (`kv_budget.py`).
 Embedding models take none of the chat worker's settings that do not apply to them (quantization, a
 chat context length): `tokenyard serve` hands one `worker` section to both workers.
 """

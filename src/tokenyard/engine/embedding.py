@@ -23,7 +23,7 @@ import torch
 from tokenyard.engine.base import EngineStats
 from tokenyard.engine.embedding_batcher import DynamicBatcher
 from tokenyard.errors import ErrorCode, InvalidRequestError, ModelLoadError, NoHealthyWorkerError
-from tokenyard.models import model_context_length
+from tokenyard.models import check_context_setting, model_context_length
 
 Pooling = Literal["mean", "cls", "max"]
 Embedded = tuple[list[list[float]], int]  # the vectors, in input order, and the tokens they used
@@ -86,8 +86,7 @@ class SimpleEmbeddingEngine:
         model = AutoModel.from_pretrained(folder, dtype=dtype).to(device).eval()
         pooling, normalize = read_pooling(folder)
         limit = model_context_length(model.config)
-        if context_length is not None and context_length > limit:
-            raise ModelLoadError(f"--context-length {context_length} exceeds the model's maximum of {limit} tokens")
+        check_context_setting(context_length, limit)
         trained = _trained_length(folder)  # shorter than the position table for most embedding models
         default = min(trained, limit) if trained else limit
         return cls(

@@ -1,10 +1,13 @@
-"""Build the engine a worker runs: pick device, dtype and engine class for a resolved model.
+"""Build the engine a worker runs from a resolved model and the worker's config: the one place that does.
 
-This is where the process-wide torch settings are made (thread count) and where the `--device`,
-`--dtype` and `--quantization` flags turn into concrete choices. Generative models run on the
-continuous-batching engine (`engine.factory`): llama-family models on the engine's own model code,
-other architectures through its batched transformers fallback. Any failure leaves as a
-`ModelLoadError` with a one-line message.
+`load_engine` makes the `auto` settings concrete once (`resolve_settings`, `engine.defaults`), turns
+`--device` and `--dtype` into a torch device and dtype, sets the process-wide torch thread count, and
+hands the model to its backend's builder for the model's kind (`BACKENDS`). There is one backend
+today, `builtin`: chat models run on the continuous-batching engine (`build_engine`: llama-family
+models on the engine's own model code, other architectures through its batched transformers
+fallback, the KV cache sized by `engine.kv_budget`), embedding models on the batched embedding
+engine. Another backend is one more entry in `BACKENDS`. Any failure leaves as a `ModelLoadError`
+with a one-line message.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import contextlib
 import ctypes
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -22,14 +27,53 @@ from tokenyard.engine import native
 from tokenyard.engine.base import EmbeddingEngine, GenerationEngine
 from tokenyard.engine.defaults import auto_max_batch_size, auto_quantization, gguf_file_type, usable_cpus
 from tokenyard.engine.embedding import SimpleEmbeddingEngine
-from tokenyard.engine.factory import build_engine
+from tokenyard.engine.engine import BatchingGenerationEngine
+from tokenyard.engine.kv_budget import kv_cache_budget
+from tokenyard.engine.kv_cache import BlockManager
+from tokenyard.engine.model_runner import BLOCK_SIZE, HFRunner, LlamaRunner, ModelRunner, kv_bytes_per_token
+from tokenyard.engine.modeling.llama import LlamaSpec
+from tokenyard.engine.scheduler import Scheduler
+from tokenyard.engine.tokenizer import HFPromptTokenizer
 from tokenyard.errors import ModelLoadError
-from tokenyard.models import ResolvedModel, gguf_source
+from tokenyard.models import ResolvedModel, check_context_setting, gguf_source, model_context_length
 from tokenyard.protocol.internal import ModelKind
 
 logger = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _EMBEDDING_BATCH = 32  # sentence-transformers' own default batch
+MIN_BATCHED_TOKENS = 512  # the per-step token budget: prompt chunks up to this size share a step with decodes
+Backend = Literal["builtin"]
+
+
+class EngineBuilder(Protocol):
+    """Builds a (not yet started) engine for the model in `folder`, with `config`'s settings concrete."""
+
+    def __call__(
+        self, folder: Path, config: WorkerConfig, *, device: torch.device, dtype: torch.dtype
+    ) -> GenerationEngine | EmbeddingEngine: ...
+
+
+def load_engine(
+    resolved: ResolvedModel, config: WorkerConfig, *, backend: Backend = "builtin"
+) -> GenerationEngine | EmbeddingEngine:
+    """Load the model at `resolved.path` into `backend`'s engine for its kind (not started yet)."""
+    configure_torch_threads()
+    config = resolve_settings(resolved, config)
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device, resolved.kind)
+    build = BACKENDS[backend][resolved.kind]
+    try:
+        engine = build(resolved.path, config, device=device, dtype=dtype)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # transformers raises many types for unreadable or unsupported folders
+        first = str(exc).strip().splitlines()[0].rstrip(": ") if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load the model in {resolved.path}: {first}; check that the folder holds a complete "
+            "Hugging Face model (config, weights, tokenizer) or re-download it"
+        ) from exc
+    release_freed_memory()
+    return engine
 
 
 def resolve_settings(resolved: ResolvedModel, config: WorkerConfig) -> WorkerConfig:
@@ -42,9 +86,14 @@ def resolve_settings(resolved: ResolvedModel, config: WorkerConfig) -> WorkerCon
         return config.model_copy(
             update={"quantization": "none", "max_batch_size": config.max_batch_size or _EMBEDDING_BATCH}
         )
+    return _chat_settings(resolved.path, config, device)
+
+
+def _chat_settings(folder: Path, config: WorkerConfig, device: torch.device) -> WorkerConfig:
+    """A chat model's quantization and batch size; settings already concrete are kept as they are."""
     quantization: str = config.quantization
     if quantization == "auto":
-        source = gguf_source(resolved.path)
+        source = gguf_source(folder)
         gguf_type = gguf_file_type(source) if source is not None else None
         quantization = auto_quantization(
             gguf_type, device_type=device.type, native_kernels=native.kernels() is not None
@@ -62,34 +111,142 @@ def describe_engine(resolved: ResolvedModel, config: WorkerConfig) -> str:
     return f"{precision} on {device.type}, max batch {settings.max_batch_size}"
 
 
-def load_engine(resolved: ResolvedModel, config: WorkerConfig) -> GenerationEngine | EmbeddingEngine:
-    """Load the model at `resolved.path` into the engine for its kind (not started yet)."""
-    configure_torch_threads()
-    config = resolve_settings(resolved, config)
-    device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device, resolved.kind)
-    try:
-        if resolved.kind is ModelKind.EMBED:
-            return SimpleEmbeddingEngine.load(
-                resolved.path,
-                device=device,
-                dtype=dtype,
-                context_length=config.context_length,
-                max_batch_size=config.max_batch_size or _EMBEDDING_BATCH,
-                batch_wait_timeout=config.batch_wait_timeout,
-                cache_size=config.embedding_cache_size,
-            )
-        engine = build_engine(resolved.path, config, device=device, dtype=dtype)
-        release_freed_memory()
-        return engine
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # transformers raises many types for unreadable or unsupported folders
-        first = str(exc).strip().splitlines()[0].rstrip(": ") if str(exc).strip() else type(exc).__name__
+# --- the builtin backend ---------------------------------------------------------------------------
+
+
+def build_engine(
+    folder: Path, config: WorkerConfig, *, device: torch.device, dtype: torch.dtype
+) -> BatchingGenerationEngine:
+    """Load the chat model in `folder` and build a (not yet started) continuous-batching engine for it."""
+    from transformers import AutoConfig
+
+    config = _chat_settings(folder, config, device)  # concrete already from load_engine; other callers may pass auto
+    batch = config.max_batch_size
+    assert batch is not None  # _chat_settings sets it
+    if config.quantization != "none" and device.type != "cpu":
+        raise ModelLoadError(f"--quantization {config.quantization} uses CPU kernels; use --device cpu or none")
+    hf_config = AutoConfig.from_pretrained(folder)
+    context_length = _context_length(hf_config, config.context_length)
+    runner = _load_runner(
+        folder, hf_config, config, device=device, dtype=dtype, context_length=context_length, max_batch=batch
+    )
+    if runner.num_blocks * BLOCK_SIZE < context_length:
         raise ModelLoadError(
-            f"cannot load the model in {resolved.path}: {first}; check that the folder holds a complete "
-            "Hugging Face model (config, weights, tokenizer) or re-download it"
-        ) from exc
+            f"the KV cache holds {runner.num_blocks * BLOCK_SIZE} tokens, fewer than "
+            f"--context-length {context_length}; raise --kv-cache-memory or lower --context-length"
+        )
+    scheduler = Scheduler(
+        BlockManager(runner.num_blocks, BLOCK_SIZE),
+        max_batch_size=batch,
+        max_num_batched_tokens=max(MIN_BATCHED_TOKENS, batch),
+        max_queue_length=config.max_queue_length,
+        batch_wait_timeout=config.batch_wait_timeout,
+    )
+    tokenizer = HFPromptTokenizer.from_folder(folder)
+    eos = tokenizer.eos_token_ids() | _config_eos_ids(hf_config, folder)
+    logger.info("engine: %s, %d KV blocks of %d tokens", type(runner).__name__, runner.num_blocks, BLOCK_SIZE)
+    return BatchingGenerationEngine(runner, scheduler, tokenizer, context_length=context_length, eos_token_ids=eos)
+
+
+def build_embedding_engine(
+    folder: Path, config: WorkerConfig, *, device: torch.device, dtype: torch.dtype
+) -> SimpleEmbeddingEngine:
+    """Load the encoder in `folder` into the batched embedding engine."""
+    return SimpleEmbeddingEngine.load(
+        folder,
+        device=device,
+        dtype=dtype,
+        context_length=config.context_length,
+        max_batch_size=config.max_batch_size or _EMBEDDING_BATCH,
+        batch_wait_timeout=config.batch_wait_timeout,
+        cache_size=config.embedding_cache_size,
+    )
+
+
+# Each backend's builder per kind of model; `load_engine(..., backend=NAME)` picks one.
+BACKENDS: dict[Backend, dict[ModelKind, EngineBuilder]] = {
+    "builtin": {ModelKind.GENERATE: build_engine, ModelKind.EMBED: build_embedding_engine},
+}
+
+
+def _load_runner(
+    folder: Path,
+    hf_config: Any,
+    config: WorkerConfig,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    context_length: int,
+    max_batch: int,
+) -> ModelRunner:
+    """The engine's own llama code where it applies, else the transformers fallback."""
+    kv_budget = kv_cache_budget(config, device, max_batch=max_batch, context_length=context_length)
+    if not LlamaSpec.supports(hf_config):
+        return _hf_runner(folder, hf_config, config, device=device, dtype=dtype, kv_bytes=kv_budget)
+    return LlamaRunner.load(
+        folder,
+        hf_config,
+        device=device,
+        dtype=dtype,
+        quantization=config.quantization,
+        kv_cache_bytes=kv_budget,
+        max_positions=context_length,
+        decode_graphs="capture" if device.type == "cuda" and not config.enforce_eager else "off",
+        max_batch=max_batch,
+    )
+
+
+def _hf_runner(
+    folder: Path,
+    hf_config: Any,
+    config: WorkerConfig,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    kv_bytes: Callable[[int], int],
+) -> HFRunner:
+    from transformers import AutoModelForCausalLM
+
+    if config.quantization != "none":
+        raise ModelLoadError(
+            f"--quantization {config.quantization} needs a llama-family model; this one is {hf_config.model_type}"
+        )
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    # No cache is kept, but the block count still bounds how many tokens run at once (memory for activations).
+    layers = _first_int(hf_config, ("num_hidden_layers", "n_layer"), default=1)
+    hidden = _first_int(hf_config, ("hidden_size", "n_embd"), default=64)
+    per_token = kv_bytes_per_token(layers, 1, hidden, dtype)
+    return HFRunner(model, num_blocks=max(1, kv_bytes(per_token) // (per_token * BLOCK_SIZE)))
+
+
+def _context_length(hf_config: Any, requested: int | None) -> int:
+    limit = model_context_length(hf_config)
+    window = getattr(hf_config, "sliding_window", None)
+    if isinstance(window, int) and 0 < window < limit and getattr(hf_config, "use_sliding_window", True):
+        limit = window  # this engine attends to the whole context, which equals the window up to it
+    check_context_setting(requested, limit)
+    return requested or limit
+
+
+def _first_int(config: Any, names: tuple[str, ...], *, default: int) -> int:
+    values = [getattr(config, name, None) for name in names]
+    return next((value for value in values if isinstance(value, int)), default)
+
+
+def _config_eos_ids(hf_config: Any, folder: Path) -> set[int]:
+    ids: set[int] = set()
+    sources: list[Any] = [hf_config]
+    if (folder / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        sources.append(GenerationConfig.from_pretrained(folder))
+    for source in sources:
+        value = getattr(source, "eos_token_id", None)
+        ids.update([value] if isinstance(value, int) else list(value or []))
+    return ids
+
+
+# --- process and device choices ---------------------------------------------------------------------
 
 
 def release_freed_memory() -> None:

@@ -13,7 +13,7 @@ it loads anything, and the engine reads only the folder this package hands it.
 """
 
 from tokenyard.models.aliases import MINILM_ALIAS, SMOLLM2_ALIAS
-from tokenyard.models.folder import detect_kind, model_context_length
+from tokenyard.models.folder import check_context_setting, detect_kind, model_context_length
 from tokenyard.models.gguf_conversion import convert_gguf, gguf_source, write_gguf_source
 from tokenyard.models.resolve import ResolvedModel, resolve_model, served_name
 
@@ -21,6 +21,7 @@ __all__ = [
     "MINILM_ALIAS",
     "SMOLLM2_ALIAS",
     "ResolvedModel",
+    "check_context_setting",
     "convert_gguf",
     "detect_kind",
     "gguf_source",

@@ -35,6 +35,12 @@ def model_context_length(config: Any) -> int:
     raise ModelLoadError("the model's config.json states no context length; pass --context-length N")
 
 
+def check_context_setting(requested: int | None, limit: int) -> None:
+    """Refuse a `--context-length` longer than the model can attend to (None: the flag is unset)."""
+    if requested is not None and requested > limit:
+        raise ModelLoadError(f"--context-length {requested} exceeds the model's maximum of {limit} tokens")
+
+
 def _read_json(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
