@@ -69,13 +69,21 @@ class InvalidRequestError(TokenyardError):
 
 
 class ContextLengthExceededError(InvalidRequestError):
+    """A prompt (or an embedding input) plus the tokens to generate is longer than the model's context.
+
+    The worker and the engines raise it through `engine.context_window.check_context_length`, so every
+    refusal reads the same.
+    """
+
     default_code = ErrorCode.CONTEXT_LENGTH_EXCEEDED
 
-    def __init__(self, *, prompt_tokens: int, max_tokens: int, context_length: int, param: str) -> None:
+    def __init__(
+        self, *, prompt_tokens: int, max_tokens: int, context_length: int, param: str, where: str = "the prompt"
+    ) -> None:
         super().__init__(
             f"This model's maximum context length is {context_length} tokens. However, you requested "
-            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} for the "
-            "completion). Please reduce the prompt or max_tokens.",
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in {where}, {max_tokens} for the "
+            f"completion). Please reduce the length of {where} or of the completion.",
             param=param,
         )
 

@@ -21,8 +21,9 @@ from typing import Any, Literal
 import torch
 
 from tokenyard.engine.base import EngineStats
+from tokenyard.engine.context_window import check_context_length
 from tokenyard.engine.embedding_batcher import DynamicBatcher
-from tokenyard.errors import ErrorCode, InvalidRequestError, ModelLoadError, NoHealthyWorkerError
+from tokenyard.errors import InvalidRequestError, ModelLoadError, NoHealthyWorkerError
 from tokenyard.models import check_context_setting, model_context_length
 
 Pooling = Literal["mean", "cls", "max"]
@@ -138,13 +139,7 @@ class SimpleEmbeddingEngine:
         if not rows:
             return [], 0
         for index, row in enumerate(rows):
-            if len(row) > self.context_length:
-                raise InvalidRequestError(
-                    f"input {index} has {len(row)} tokens, over this model's maximum context length of "
-                    f"{self.context_length} tokens; shorten the input",
-                    param="input",
-                    code=ErrorCode.CONTEXT_LENGTH_EXCEEDED,
-                )
+            check_context_length(len(row), 0, self.context_length, prompt_param="input", where=f"input {index}")
         vectors = await self._batcher.embed(rows)
         return vectors, sum(len(row) for row in rows)
 

@@ -15,9 +15,10 @@ from collections.abc import Sequence as Seq
 from typing import TYPE_CHECKING
 
 from tokenyard.engine.base import GenerationOutput, SamplingParams, TokenLogprob
+from tokenyard.engine.context_window import check_context_length
 from tokenyard.engine.detokenizer import Decode, IncrementalDetokenizer, StopStringMatcher
 from tokenyard.engine.logprobs import LogprobHoldback
-from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
+from tokenyard.errors import InvalidRequestError
 from tokenyard.protocol.internal import FinishReason
 
 if TYPE_CHECKING:
@@ -44,10 +45,7 @@ def validate_request(prompt: Seq[int], params: SamplingParams, *, vocab_size: in
         raise InvalidRequestError(
             f"logit_bias names token id {bad_bias}, outside the vocabulary (0..{vocab_size - 1})", param="logit_bias"
         )
-    if len(prompt) + params.max_tokens > context_length:
-        raise ContextLengthExceededError(
-            prompt_tokens=len(prompt), max_tokens=params.max_tokens, context_length=context_length, param="max_tokens"
-        )
+    check_context_length(len(prompt), params.max_tokens, context_length)
 
 
 class Sequence:

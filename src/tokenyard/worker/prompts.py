@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenyard.engine.base import PromptTokenizer, SamplingParams
+from tokenyard.engine.context_window import check_context_length
 from tokenyard.engine.guided import Guide
-from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
+from tokenyard.errors import InvalidRequestError
 from tokenyard.protocol.internal import GenerateRequest, GuideSpec
 
 
@@ -40,15 +41,15 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
         raise InvalidRequestError("The prompt is empty.", param="prompt")
     options = request.sampling
     resumed = request.resume.token_ids if request.resume else []
-    room = context_length - len(prompt_ids)
-    max_tokens = options.max_tokens if options.max_tokens is not None else room
-    if room < 1 or max_tokens > room:
-        raise ContextLengthExceededError(
-            prompt_tokens=len(prompt_ids),
-            max_tokens=max(max_tokens, 1),
-            context_length=context_length,
-            param=request.max_tokens_param if room >= 1 else "messages" if request.messages else "prompt",
-        )
+    # Unset: whatever room the prompt leaves (at least the one token every request generates).
+    max_tokens = options.max_tokens if options.max_tokens is not None else max(context_length - len(prompt_ids), 1)
+    check_context_length(
+        len(prompt_ids),
+        max_tokens,
+        context_length,
+        prompt_param="messages" if request.messages else "prompt",
+        max_tokens_param=request.max_tokens_param,
+    )
     params = SamplingParams(
         max_tokens=max_tokens - len(resumed),
         temperature=options.temperature,
