@@ -5,9 +5,9 @@ engine replaces a simpler one without touching the worker, the gateway or their 
 
 Importing this package sets `OMP_WAIT_POLICY=PASSIVE` (unless already set) before torch loads its
 OpenMP runtime, which reads it once: with the default spin-waiting, a 2-thread matmul on a shared
-2-core machine was measured 10-30x slower whenever another process wanted the CPU (batch-1 bf16
-linear 6.8 ms instead of 0.2 ms), and the engine's tokens/s fell by half or more. Idle OpenMP threads
-now sleep instead of spinning; on an idle machine that costs a few microseconds per parallel region.
+machine ran many times slower whenever another process wanted the CPU, and so did the engine's steps
+(docs/engine.md, "Measurements behind the code"). Idle OpenMP threads now sleep instead of spinning;
+on an idle machine that costs a wake-up per parallel region.
 """
 
 import os

@@ -146,8 +146,9 @@ class SimpleEmbeddingEngine:
     async def _encode_texts(self, texts: list[str]) -> list[list[int]]:
         """Token ids with the model's special tokens: on the event loop when short, else in a thread.
 
-        A few sentences take ~0.1 ms to tokenise, less than the two thread switches that running them
-        elsewhere costs (far more on a busy CPU); 2,048 long texts take seconds, which the loop must not wait.
+        A few sentences tokenise faster than the two thread switches that running them elsewhere costs
+        (far more on a busy CPU); a large batch of long texts takes long enough that the loop must not wait
+        for it (docs/engine.md, "Measurements behind the code").
         """
         if sum(len(text) for text in texts) <= _INLINE_TOKENIZE_CHARS and self._tokenizer_lock.acquire(blocking=False):
             try:

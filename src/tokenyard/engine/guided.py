@@ -90,7 +90,7 @@ class GuideCompiler:
         self._hf_tokenizer = hf_tokenizer
         self._vocab_size = vocab_size
         self._eos_token_ids = sorted(token for token in eos_token_ids if 0 <= token < vocab_size)
-        self._tokenizer: Any = None  # built on the first guided request: it takes about 0.5 s
+        self._tokenizer: Any = None  # built on the first guided request, not at start-up: it is slow to build
         self._compiled: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -139,10 +139,11 @@ def _one_line(problem: str) -> str:
 def _limits() -> llguidance.LLParserLimits:
     """Bounds on what one guide may cost: a guide over them is refused (a 400), never a stall.
 
-    llguidance's defaults already cap the lexer's work at build and per step (about 20 ms and
-    15 ms) and the parser's items per step; the grammar size is capped lower than its 500,000
-    symbols, since schemas come from clients (the gateway also caps their text at 64 KiB). Errors
-    leave without the grammar's text, which would be noise in the client's 400.
+    llguidance's defaults already cap the lexer's work at build and per step (what that allows in
+    time: docs/engine.md, "Measurements behind the code") and the parser's items per step; the grammar
+    size is capped lower than its 500,000 symbols, since schemas come from clients (the gateway also
+    caps their text at 64 KiB). Errors leave without the grammar's text, which would be noise in the
+    client's 400.
     """
     return llguidance.LLParserLimits(max_grammar_size=200_000, verbose_errors=False)
 

@@ -253,8 +253,8 @@ def release_freed_memory() -> None:
     """Hand the heap that loading freed back to the system (glibc keeps it otherwise).
 
     Loading reads the float32 weights and converts and quantises them; glibc keeps most of what that
-    freed in its arenas, and SmolLM2's int4 worker held ~370 MiB more than it used (docs/engine.md,
-    "Memory"). Elsewhere (not glibc) this does nothing."""
+    freed in its arenas, so a worker held far more memory than it used (docs/engine.md, "Memory", and
+    "Measurements behind the code"). Elsewhere (not glibc) this does nothing."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -278,9 +278,10 @@ def pick_device(choice: str) -> torch.device:
 def pick_dtype(choice: str, device: torch.device, kind: ModelKind) -> torch.dtype:
     """`--dtype auto`: bfloat16 where the hardware does it natively, else float16 on GPUs, float32 on CPUs.
 
-    On a CPU with AVX512-BF16, SmolLM2-135M decodes ~1.5x faster in bfloat16 than float32 and still
-    answers correctly; without native bf16 instructions bfloat16 is emulated and slower. Embedding
-    models stay float32 on CPU: they are small, and float32 keeps vectors equal to the reference ones.
+    On a CPU with AVX512-BF16, SmolLM2-135M decodes faster in bfloat16 than in float32 and still answers
+    correctly (docs/engine.md, "Measurements behind the code"); without native bf16 instructions
+    bfloat16 is emulated and slower. Embedding models stay float32 on CPU: they are small, and float32
+    keeps vectors equal to the reference ones.
     """
     if choice != "auto":
         return _DTYPES[choice]
