@@ -89,6 +89,14 @@ def test_validate_request_refusals(prompt: list[int], max_tokens: int, error: ty
         validate_request(prompt, SamplingParams(max_tokens=max_tokens), vocab_size=256, context_length=10)
 
 
+def test_no_max_tokens_generates_until_the_context_is_full() -> None:
+    sequence = make(SamplingParams(), context_length=len(b"prompt: ") + 3)
+    assert feed(sequence, b"abcdef") == ("abc", "length")
+    validate_request([1, 2, 3], SamplingParams(), vocab_size=256, context_length=4)
+    with pytest.raises(ContextLengthExceededError):
+        validate_request([1, 2, 3, 4], SamplingParams(), vocab_size=256, context_length=4)
+
+
 def test_validate_request_accepts_a_request_that_just_fits() -> None:
     validate_request([1, 2, 3], SamplingParams(max_tokens=7), vocab_size=256, context_length=10)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tokenyard.errors import InvalidRequestError
-from tokenyard.gateway.generation import ChoiceResult, usage_of
+from tokenyard.gateway.choices import ChoiceResult, usage_of
 from tokenyard.gateway.logprobs import TextOffsets, chat_logprobs, completion_logprobs
-from tokenyard.gateway.serving_completion import ChoiceText, best_candidates, candidates_per_prompt, prompt_only
+from tokenyard.gateway.request_mapping import candidates_per_prompt
+from tokenyard.gateway.serving_completion import ChoiceText, best_candidates, prompt_only
 from tokenyard.protocol.internal import GenerateChunk, LogprobEntry, TokenLogprobs
 from tokenyard.protocol.openai import CompletionRequest
 

@@ -11,7 +11,7 @@ import pytest
 from tokenyard.config import WorkerConfig
 from tokenyard.engine.base import EngineStats, GenerationOutput, SamplingParams
 from tokenyard.errors import OverloadedError
-from tokenyard.protocol.internal import ChatMessage, GenerateChunk, GenerateRequest, ModelKind, SamplingOptions
+from tokenyard.protocol.internal import ChatMessage, GenerateChunk, GenerateRequest, ModelKind
 from tokenyard.worker.app import WorkerRuntime, create_app
 
 TOKEN = "secret"
@@ -87,7 +87,7 @@ def client(runtime: WorkerRuntime) -> httpx.AsyncClient:
 
 
 def generate_body(prompt: str = "hello", max_tokens: int | None = None, model: str = "echo") -> str:
-    sampling = SamplingOptions(max_tokens=max_tokens)
+    sampling = SamplingParams(max_tokens=max_tokens)
     return GenerateRequest(request_id="r1", model=model, prompt=prompt, sampling=sampling).model_dump_json()
 
 

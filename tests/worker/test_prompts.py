@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import pytest
 
 from tokenyard.errors import ContextLengthExceededError, InvalidRequestError
-from tokenyard.protocol.internal import ChatMessage, GenerateRequest, SamplingOptions
+from tokenyard.protocol.internal import ChatMessage, GenerateRequest
+from tokenyard.protocol.sampling import SamplingParams
 from tokenyard.worker.prompts import prepare
 
 
@@ -37,7 +38,7 @@ def test_chat_messages_use_the_chat_encoding() -> None:
 
 
 def test_prompt_plus_max_tokens_over_context_names_both_numbers() -> None:
-    sampling = SamplingOptions(max_tokens=8)
+    sampling = SamplingParams(max_tokens=8)
     with pytest.raises(ContextLengthExceededError) as caught:
         prepare(
             request(prompt="a b c", sampling=sampling, max_tokens_param="max_completion_tokens"), WordTokenizer(), 10
@@ -53,8 +54,8 @@ def test_prompt_filling_the_whole_context_blames_the_prompt() -> None:
     assert caught.value.param == "prompt"
 
 
-def test_sampling_options_are_carried_over() -> None:
-    sampling = SamplingOptions(max_tokens=2, temperature=0, top_p=0.5, top_k=3, seed=9, stop=["x"], ignore_eos=True)
+def test_sampling_params_are_carried_over() -> None:
+    sampling = SamplingParams(max_tokens=2, temperature=0, top_p=0.5, top_k=3, seed=9, stop=("x",), ignore_eos=True)
     params = prepare(request(prompt_token_ids=[4, 5], sampling=sampling), WordTokenizer(), 10).params
     assert (params.temperature, params.top_p, params.top_k, params.seed) == (0, 0.5, 3, 9)
     assert params.stop == ("x",) and params.ignore_eos
@@ -80,7 +81,7 @@ def test_echo_sends_back_the_prompt_as_written_or_decoded() -> None:
 
 
 def test_a_resumed_stream_asks_for_no_prompt_echo_or_logprobs() -> None:
-    sampling = SamplingOptions(max_tokens=5, logprobs=1, prompt_logprobs=1)
+    sampling = SamplingParams(max_tokens=5, logprobs=1, prompt_logprobs=1)
     fresh = prepare(request(prompt="a b", echo=True, sampling=sampling), DecodingWordTokenizer(), 10)
     assert fresh.params.prompt_logprobs == 1 and fresh.params.logprobs == 1
     resumed = prepare(

@@ -1,8 +1,9 @@
-"""The engine's newer sampling fields travel from SamplingOptions into SamplingParams."""
+"""The sampling fields the gateway sends reach the engine's SamplingParams unchanged."""
 
 from __future__ import annotations
 
-from tokenyard.protocol.internal import GenerateRequest, SamplingOptions
+from tokenyard.protocol.internal import GenerateRequest
+from tokenyard.protocol.sampling import SamplingParams
 from tokenyard.worker.prompts import prepare
 
 
@@ -15,17 +16,17 @@ class ByteTokenizer:
 
 
 def test_penalties_bias_min_tokens_and_logprobs_are_carried_over() -> None:
-    options = SamplingOptions(
+    sampling = SamplingParams(
         max_tokens=4,
         min_p=0.1,
         presence_penalty=0.5,
         frequency_penalty=0.25,
         repetition_penalty=1.2,
-        logit_bias={7: -100.0, 3: 2.0},
+        logit_bias=((3, 2.0), (7, -100.0)),
         min_tokens=2,
         logprobs=3,
     )
-    request = GenerateRequest(request_id="r", model="m", prompt="hi", sampling=options)
+    request = GenerateRequest(request_id="r", model="m", prompt="hi", sampling=sampling)
     params = prepare(request, ByteTokenizer(), context_length=100).params  # type: ignore[arg-type]
     assert (params.min_p, params.presence_penalty, params.frequency_penalty) == (0.1, 0.5, 0.25)
     assert (params.repetition_penalty, params.min_tokens, params.logprobs) == (1.2, 2, 3)

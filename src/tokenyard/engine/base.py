@@ -1,6 +1,7 @@
 """The narrow interfaces the worker uses to drive an engine.
 
-`GenerationEngine` takes token ids and sampling parameters and streams `GenerationOutput`s;
+`GenerationEngine` takes token ids and `SamplingParams` (the one shape the gateway builds and the
+worker settles, `protocol.sampling`) and streams `GenerationOutput`s;
 `EmbeddingEngine` turns texts into vectors. Both report `EngineStats` for heartbeats and health.
 Prompt rendering (chat templates) and tokenisation live on the engine's `tokenizer`, because the
 engine owns the model's files.
@@ -10,51 +11,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from tokenyard.protocol.internal import ChatMessage, FinishReason, FunctionTool
-
-if TYPE_CHECKING:
-    from tokenyard.engine.guided import Guide
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick tokens and when to stop, for one request."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool = False
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    logit_bias: tuple[tuple[int, float], ...] = ()
-    min_tokens: int = 0
-    logprobs: int | None = None  # None: no logprobs; k >= 0: the chosen token's plus k alternatives
-    prompt_logprobs: int | None = None  # the same for every prompt token after the first (costs the prefix cache)
-    guide: Guide | None = None  # constrained decoding: the output must match this schema or grammar
-    cache_salt: str | None = None  # prefix-cache partition (the tenant): equal prompts share blocks only within it
-
-    @property
-    def is_greedy(self) -> bool:
-        return self.temperature == 0
-
-    @property
-    def needs_logit_processing(self) -> bool:
-        """True when anything besides temperature/top-k/top-p changes the logits (the slow path)."""
-        return bool(
-            self.presence_penalty
-            or self.frequency_penalty
-            or self.repetition_penalty != 1.0
-            or self.logit_bias
-            or self.min_tokens
-        )
+from tokenyard.protocol.finish import EngineFinishReason
+from tokenyard.protocol.internal import ChatMessage, FunctionTool
+from tokenyard.protocol.sampling import SamplingParams  # defined where the gateway can build it
 
 
 @dataclass(frozen=True)
@@ -74,7 +35,7 @@ class GenerationOutput:
     num_new_tokens: int
     num_prompt_tokens: int
     num_output_tokens: int
-    finish_reason: FinishReason | None = None
+    finish_reason: EngineFinishReason | None = None
     token_ids: list[int] = field(default_factory=list)
     # Logprobs of the tokens whose text is in `text` (a token's logprob waits while its text is held back).
     logprobs: list[TokenLogprob] | None = None

@@ -1,9 +1,10 @@
 """Constrained decoding: per request, a matcher that says which tokens may come next.
 
 Built on llguidance (docs/engine.md, "Structured output", has the measurements behind the choice).
-A `Guide` is a JSON schema or a Lark grammar (llguidance's dialect, which can embed JSON schemas with
-`%json`; tool calls use it). `GuideCompiler` compiles each distinct guide once against the model's
-tokenizer and keeps the compiled matchers in an LRU; a request gets a cheap copy (`deep_copy`).
+A `Guide` (`protocol.sampling`, carried in `SamplingParams`) is a JSON schema or a Lark grammar
+(llguidance's dialect, which can embed JSON schemas with `%json`; tool calls use it). `GuideCompiler`
+compiles each distinct guide once against the model's tokenizer and keeps the compiled matchers in an
+LRU; a request gets a cheap copy (`deep_copy`).
 Each step the sampler fills an allowed-token bitmask for the guided rows only and masks their logits
 (`mask_guided_rows`); the sequence then advances its matcher with the sampled token and finishes when
 the grammar is complete. EOS is allowed by the mask only where the grammar accepts.
@@ -18,14 +19,14 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import llguidance
 import llguidance.hf
 import torch
 
 from tokenyard.errors import InvalidRequestError
+from tokenyard.protocol.sampling import Guide
 from tokenyard.protocol.tool_calls import JSON_LAYOUT
 
 logger = logging.getLogger(__name__)
@@ -34,32 +35,16 @@ _QUOTED_GRAMMAR = re.compile(r"^\s*\d+ \| ")  # "4 | call_0: ..." lines of a Lar
 _GRAMMAR_POSITION = re.compile(r"^at \d+\(\d+\): ")
 
 
-@dataclass(frozen=True)
-class Guide:
-    """What a request's output must match.
-
-    `kind` "json_schema": `source` is a JSON schema as JSON text; `strict` refuses keywords that
-    cannot be enforced (non-strict ignores them, best effort). `kind` "lark": `source` is a Lark
-    grammar. `param` is the request field a compile error names. `generated`: tokens produced before
-    a resumed stream broke, consumed by the matcher before it constrains anything.
-    """
-
-    kind: Literal["json_schema", "lark"]
-    source: str
-    strict: bool = True
-    param: str = "response_format"
-    generated: tuple[int, ...] = ()
-
-    def grammar(self) -> str:
-        """The llguidance grammar text for this guide."""
-        if self.kind == "lark":
-            return llguidance.LLMatcher.grammar_from_lark(self.source)
-        try:
-            schema = json.loads(self.source)
-        except ValueError as exc:
-            raise InvalidRequestError(f"Invalid JSON schema in '{self.param}': {exc}", param=self.param) from None
-        options: Any = {**JSON_LAYOUT, "lenient": not self.strict}  # llguidance's JsonCompileOptions
-        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+def grammar_of(guide: Guide) -> str:
+    """The llguidance grammar text for `guide`."""
+    if guide.kind == "lark":
+        return llguidance.LLMatcher.grammar_from_lark(guide.source)
+    try:
+        schema = json.loads(guide.source)
+    except ValueError as exc:
+        raise InvalidRequestError(f"Invalid JSON schema in '{guide.param}': {exc}", param=guide.param) from None
+    options: Any = {**JSON_LAYOUT, "lenient": not guide.strict}  # llguidance's JsonCompileOptions
+    return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=options)
 
 
 class GuideMatcher:
@@ -109,7 +94,7 @@ class GuideCompiler:
             self._compiled.move_to_end(key)
             return self._compiled[key]
         try:
-            compiled = llguidance.LLMatcher(self._llg_tokenizer(), guide.grammar(), log_level=0, limits=_limits())
+            compiled = llguidance.LLMatcher(self._llg_tokenizer(), grammar_of(guide), log_level=0, limits=_limits())
             problem = compiled.get_error() if compiled.is_error() else ""
         except (ValueError, TypeError) as exc:  # what the grammar builders raise for malformed input
             problem = str(exc)

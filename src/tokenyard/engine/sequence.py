@@ -19,7 +19,7 @@ from tokenyard.engine.context_window import check_context_length
 from tokenyard.engine.detokenizer import Decode, IncrementalDetokenizer, StopStringMatcher
 from tokenyard.engine.logprobs import LogprobHoldback
 from tokenyard.errors import InvalidRequestError
-from tokenyard.protocol.internal import FinishReason
+from tokenyard.protocol.finish import EngineFinishReason
 
 if TYPE_CHECKING:
     from tokenyard.engine.guided import GuideMatcher
@@ -29,7 +29,7 @@ def validate_request(prompt: Seq[int], params: SamplingParams, *, vocab_size: in
     """Refuse what the model cannot run (400s), before anything is queued."""
     if not prompt:
         raise InvalidRequestError("the prompt is empty", param="prompt")
-    if params.max_tokens < 1:
+    if params.max_tokens is not None and params.max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be at least 1, got {params.max_tokens}", param="max_tokens")
     bad = next((token for token in prompt if not 0 <= token < vocab_size), None)
     if bad is not None:
@@ -45,7 +45,8 @@ def validate_request(prompt: Seq[int], params: SamplingParams, *, vocab_size: in
         raise InvalidRequestError(
             f"logit_bias names token id {bad_bias}, outside the vocabulary (0..{vocab_size - 1})", param="logit_bias"
         )
-    check_context_length(len(prompt), params.max_tokens, context_length)
+    wanted = 1 if params.max_tokens is None else params.max_tokens  # None: whatever room the context leaves
+    check_context_length(len(prompt), wanted, context_length)
 
 
 class Sequence:
@@ -66,7 +67,7 @@ class Sequence:
         self.prompt_token_ids = list(prompt_token_ids)
         self.output_token_ids: list[int] = []
         self.params = params
-        self.finish_reason: FinishReason | None = None
+        self.finish_reason: EngineFinishReason | None = None
         self._eos_token_ids = eos_token_ids
         self._context_length = context_length
         self._detokenizer = IncrementalDetokenizer(decode, self.prompt_token_ids)
@@ -126,7 +127,7 @@ class Sequence:
         stopping_token = self.finish_reason == "stop" and not cut and not self._guide_complete
         return self._logprobs.finish(text, stopping_token=stopping_token, cut_at_stop_string=cut)
 
-    def _advance(self, token: int) -> tuple[FinishReason | None, str]:
+    def _advance(self, token: int) -> tuple[EngineFinishReason | None, str]:
         params, matcher = self.params, self._stop_matcher
         may_stop = len(self.output_token_ids) > params.min_tokens  # the sampler masks them before that, too
         stops = token in params.stop_token_ids or (token in self._eos_token_ids and not params.ignore_eos)
@@ -138,7 +139,8 @@ class Sequence:
             return "stop", text
         if self._guide_complete:  # nothing but EOS may follow: end here rather than spend a step on it
             return "stop", text + self._drain()
-        if len(self.output_token_ids) >= params.max_tokens or self.num_tokens >= self._context_length:
+        limit = params.max_tokens
+        if (limit is not None and len(self.output_token_ids) >= limit) or self.num_tokens >= self._context_length:
             text += self._drain()
             return ("stop" if matcher.stopped else "length"), text
         return None, text

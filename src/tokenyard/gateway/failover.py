@@ -10,16 +10,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from tokenyard.errors import NoHealthyWorkerError, OverloadedError, TokenyardError, WorkerError
-from tokenyard.gateway.router import Router
+from tokenyard.gateway.router import FailoverObserver
 from tokenyard.protocol.internal import DispatchResponse
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RETRYABLE_STATUSES = frozenset({429, 503})
+
+
+class Dispatcher(Protocol):
+    """What failover needs of the router (`gateway.router.Router`)."""
+
+    @property
+    def observer(self) -> FailoverObserver | None:
+        """Told of every retry and resumed stream, if set."""
+        ...
+
+    async def dispatch(
+        self, model: str, exclude: list[str] | None = None, tenant: str | None = None
+    ) -> DispatchResponse: ...
+
+    def report_failure(self, worker_id: str, error: str) -> None: ...
 
 
 def _is_retryable(error: TokenyardError) -> bool:
@@ -40,7 +55,7 @@ def _final_error(failures: list[TokenyardError], model: str) -> TokenyardError:
 
 
 async def with_failover(
-    router: Router,
+    router: Dispatcher,
     model: str,
     attempt: Callable[[DispatchResponse], Awaitable[T]],
     max_attempts: int,

@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 
 from tokenyard.errors import InvalidRequestError
 from tokenyard.gateway.failover import with_failover
-from tokenyard.gateway.generation import new_request_id
 from tokenyard.gateway.outcome import tracker_of
 from tokenyard.gateway.principal import tenant_of
+from tokenyard.gateway.request_mapping import new_request_id
 from tokenyard.gateway.router import Router
 from tokenyard.gateway.worker_client import WorkerClient
 from tokenyard.protocol.internal import DispatchResponse, EmbedRequest, EmbedResponse

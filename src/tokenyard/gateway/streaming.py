@@ -1,7 +1,9 @@
-"""Stream plumbing for the serving classes: merging choice streams, SSE framing, disconnects.
+"""Stream plumbing for the serving classes: merging choice streams, the SSE answer, disconnects.
 
-An error after a stream has started leaves as a final SSE `error` event followed by `[DONE]`,
-so a client always learns why a stream ended.
+`sse_answer` is what chat and text completions share once their streams are open: counting each
+choice, the request's record, the usage chunk and `[DONE]`; each endpoint supplies only its events
+(`ChoiceEvents`). An error after a stream has started leaves as a final SSE `error` event followed
+by `[DONE]`, so a client always learns why a stream ended.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from contextlib import aclosing
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from fastapi import Request
+from pydantic import BaseModel
 
 from tokenyard.errors import ClientClosedRequestError, RequestTimeoutError, TokenyardError
+from tokenyard.gateway.choices import ChoiceResult, track_answer, usage_of
+from tokenyard.gateway.outcome import RequestTracker
 from tokenyard.protocol.internal import GenerateChunk
+from tokenyard.protocol.openai import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +42,87 @@ def sse_error(error: Exception) -> str:
         logger.exception("stream failed", exc_info=error)
         error = TokenyardError("The server had an error while streaming the response.")
     return sse(error.to_dict())
+
+
+def stream_chunk(chunk: BaseModel, include_usage: bool) -> dict[str, Any]:
+    """A chunk's payload: with `stream_options.include_usage` every chunk has `usage` null and a last
+    one carries it, as OpenAI streams; without, there is no `usage` key at all."""
+    data = chunk.model_dump()
+    if not include_usage:
+        data.pop("usage")
+    return data
+
+
+class ChoiceEvents(Protocol):
+    """An endpoint's side of a streamed answer: its SSE events (chat and text completions differ here)."""
+
+    def opening(self) -> list[str]:
+        """The events before any token (chat: each choice's role)."""
+        ...
+
+    def events(self, index: int, chunk: GenerateChunk) -> tuple[list[str], str]:
+        """The events choice `index`'s chunk becomes, and the text they deliver (for the record)."""
+        ...
+
+    def usage(self, usage: Usage) -> str:
+        """The last event before [DONE], when the client asked for usage."""
+        ...
+
+
+class StreamedChoice(Protocol):
+    """One choice's open stream, as the answer sees it (`generation.ResumingStream`)."""
+
+    @property
+    def worker_id(self) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def sse_answer(
+    chunks: AsyncGenerator[tuple[int, GenerateChunk], None],
+    streams: Sequence[StreamedChoice],
+    render: ChoiceEvents,
+    *,
+    choices_per_prompt: int,
+    include_usage: bool,
+    tracker: RequestTracker,
+) -> AsyncGenerator[str, None]:
+    """A streamed answer: `render`'s events for each of the choices' `chunks` as they come, the usage
+    event if asked, then [DONE]; after an error, an `error` event and [DONE].
+
+    The request's record gets the usage and outputs however the stream ends, the client's leaving
+    included; the choices' streams are closed (aborting their generations) even if it leaves before
+    the first chunk was awaited.
+    """
+    counts = [ChoiceResult() for _ in streams]
+    reading = False
+    try:
+        for event in render.opening():
+            yield event
+        reading = True  # from here `chunks` runs, and closing it closes the streams
+        async with aclosing(chunks) as merged:
+            async for index, chunk in merged:
+                result = counts[index]
+                result.count(chunk)
+                tracker.on_chunk(index, chunk, streams[index].worker_id)
+                events, text = render.events(index, chunk)
+                if tracker.keep_content:
+                    result.text += text
+                for event in events:
+                    yield event
+                tracker.on_delivered(index, result.completion_tokens)
+    except Exception as exc:
+        yield sse_error(exc)
+        yield SSE_DONE
+        return
+    finally:
+        track_answer(tracker, counts, usage_of(counts, choices_per_prompt), whole=False)
+        if not reading:
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
+    if include_usage:
+        yield render.usage(usage_of(counts, choices_per_prompt))
+    yield SSE_DONE
 
 
 class ChunkStream(Protocol):

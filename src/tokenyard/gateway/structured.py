@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenyard.errors import InvalidRequestError
-from tokenyard.protocol.internal import ChatMessage, FunctionTool, GuideSpec, ToolCall
+from tokenyard.protocol.internal import ChatMessage, FunctionTool, ToolCall
 from tokenyard.protocol.openai import (
     ChatCompletionRequest,
     FunctionDefinition,
@@ -22,6 +22,7 @@ from tokenyard.protocol.openai import (
     ResponseFormatJsonObject,
     ResponseFormatJsonSchema,
 )
+from tokenyard.protocol.sampling import Guide
 from tokenyard.protocol.tool_calls import FunctionSpec, ToolMode, tool_call_grammar
 
 MAX_SCHEMA_BYTES = 64 * 1024  # far above real schemas; bounds what one request asks the compiler to do
@@ -33,7 +34,7 @@ NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalP
 class ToolPlan:
     """How one chat request is constrained and read back."""
 
-    guide: GuideSpec | None = None
+    guide: Guide | None = None
     prompt_tools: list[FunctionTool] | None = None  # None: the prompt mentions no tools
     mode: ToolMode | None = None  # None: the answer is plain content, never tool calls
 
@@ -63,7 +64,7 @@ def plan_request(body: ChatCompletionRequest) -> ToolPlan:
     mode: ToolMode = "auto" if choice == "auto" else "required"
     parallel = body.parallel_tool_calls is not False and not isinstance(choice, NamedToolChoice)
     grammar = tool_call_grammar(functions, mode=mode, parallel=parallel, answer=answer_schema)
-    return ToolPlan(GuideSpec(kind="lark", source=grammar, param="tools"), prompt_tools, mode)
+    return ToolPlan(Guide(kind="lark", source=grammar, param="tools"), prompt_tools, mode)
 
 
 def worker_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
@@ -94,8 +95,8 @@ def _answer_schema(body: ChatCompletionRequest) -> tuple[dict[str, Any], bool] |
     return None
 
 
-def _schema_guide(schema: dict[str, Any], strict: bool, param: str) -> GuideSpec:
-    return GuideSpec(kind="json_schema", source=json.dumps(schema), strict=strict, param=param)
+def _schema_guide(schema: dict[str, Any], strict: bool, param: str) -> Guide:
+    return Guide(kind="json_schema", source=json.dumps(schema), strict=strict, param=param)
 
 
 def _functions(definitions: list[FunctionDefinition]) -> list[FunctionSpec]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+from tokenyard.protocol.finish import ChunkFinishReason, FinishReason
 from tokenyard.protocol.openai import (
     ChatDelta,
     ChatMessage,
@@ -36,7 +37,7 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def finish_reason_of(reason: str | None, num_calls: int) -> str | None:
+def finish_reason_of(reason: ChunkFinishReason | None, num_calls: int) -> FinishReason | None:
     return "tool_calls" if reason == "stop" and num_calls else reason
 
 
@@ -65,11 +66,13 @@ class ToolCallStream:
                 deltas.append(ChatDelta(tool_calls=[fragment]))
         return deltas
 
-    def finish_reason(self, reason: str | None) -> str | None:
+    def finish_reason(self, reason: ChunkFinishReason | None) -> FinishReason | None:
         return finish_reason_of(reason, self._parser.num_calls)
 
 
-def tool_message(text: str, reason: str | None, mode: ToolMode) -> tuple[ChatMessage, str | None]:
+def tool_message(
+    text: str, reason: ChunkFinishReason | None, mode: ToolMode
+) -> tuple[ChatMessage, FinishReason | None]:
     """The whole answer as a message with `tool_calls` (content null when it is only calls)."""
     parser = ToolCallParser(mode)
     content, pieces = parser.feed(text)

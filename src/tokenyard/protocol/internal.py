@@ -8,9 +8,12 @@ next round of heartbeats (soft state) without any worker restarting.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
+
+from tokenyard.protocol.finish import ChunkFinishReason
+from tokenyard.protocol.sampling import SamplingParams
 
 
 class WorkerState(str, Enum):
@@ -168,39 +171,6 @@ class FunctionTool(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict, description="JSON schema of the arguments")
 
 
-class GuideSpec(BaseModel):
-    """Constrained decoding: what the output must match, compiled on the worker (engine.guided)."""
-
-    kind: Literal["json_schema", "lark"]
-    source: str = Field(description="a JSON schema as JSON text, or a Lark grammar (llguidance's dialect)")
-    strict: bool = Field(default=True, description="json_schema: refuse keywords that cannot be enforced")
-    param: str = Field(default="response_format", description="the client's field a compile error names")
-
-
-class SamplingOptions(BaseModel):
-    """The sampling knobs the worker's engine honours; the gateway fills OpenAI's defaults."""
-
-    max_tokens: int | None = Field(default=None, ge=1, description="None: up to the context length")
-    temperature: float = Field(default=1.0, ge=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0, description="0 disables top-k")
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
-    stop_token_ids: list[int] = Field(default_factory=list)
-    ignore_eos: bool = False
-    min_p: float = Field(default=0.0, ge=0, le=1)
-    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
-    repetition_penalty: float = Field(default=1.0, gt=0)
-    logit_bias: dict[int, float] = Field(default_factory=dict, description="token id -> bias added to its logit")
-    min_tokens: int = Field(default=0, ge=0)
-    logprobs: int | None = Field(default=None, ge=0, le=20, description="None: none; k: the token's and k alternatives")
-    prompt_logprobs: int | None = Field(
-        default=None, ge=0, le=20, description="the same for the prompt's tokens (they bypass the prefix cache)"
-    )
-    guide: GuideSpec | None = Field(default=None, description="constrained decoding (response_format, tools)")
-
-
 class ResumeState(BaseModel):
     """Where a stream broke: the tokens generated so far and the text the client already has.
 
@@ -220,7 +190,9 @@ class GenerateRequest(BaseModel):
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
-    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    sampling: SamplingParams = Field(
+        default_factory=SamplingParams, description="built by the gateway, settled by the worker, read by the engine"
+    )
     max_tokens_param: str = Field(
         default="max_tokens", description="the client's field name, quoted back in context errors"
     )
@@ -228,11 +200,6 @@ class GenerateRequest(BaseModel):
     tools: list[FunctionTool] | None = Field(default=None, description="functions to describe in the prompt")
     echo: bool = Field(default=False, description="the first chunk carries the prompt's text (`prompt_text`)")
     tenant: str | None = Field(default=None, description="who asks: the worker's tenant check and cache salt")
-
-
-FinishReason = Literal["stop", "length"]
-# What a chunk may end with at the gateway: the word filter stops a choice with "content_filter".
-ChunkFinishReason = Literal["stop", "length", "content_filter"]
 
 
 class ErrorDetail(BaseModel):

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from tokenyard.protocol.finish import FinishReason
+
 SYSTEM_FINGERPRINT = "fp_tokenyard"
 
 
@@ -273,9 +275,6 @@ class Usage(BaseModel):
             total_tokens=prompt_tokens + completion_tokens,
             prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
         )
-
-
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
 class FunctionCall(BaseModel):

@@ -1,4 +1,7 @@
-"""Turns a GenerateRequest into prompt token ids and SamplingParams, checking the context window.
+"""Turns a GenerateRequest into prompt token ids and the engine's settled SamplingParams.
+
+The gateway sent the client's sampling settings; the worker settles what only it knows: `max_tokens`
+against the context window (checked here), the tenant's cache salt, a resumed stream's tokens.
 
 Kept apart from the HTTP layer so the rules (chat template, default max_tokens, the context check)
 are unit-testable without a server.
@@ -6,13 +9,13 @@ are unit-testable without a server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tokenyard.engine.base import PromptTokenizer, SamplingParams
 from tokenyard.engine.context_window import check_context_length
-from tokenyard.engine.guided import Guide
 from tokenyard.errors import InvalidRequestError
-from tokenyard.protocol.internal import GenerateRequest, GuideSpec
+from tokenyard.protocol.internal import GenerateRequest
+from tokenyard.protocol.sampling import Guide
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,10 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
     prompt_ids = encode_prompt(request, tokenizer)
     if not prompt_ids:
         raise InvalidRequestError("The prompt is empty.", param="prompt")
-    options = request.sampling
+    sampling = request.sampling
     resumed = request.resume.token_ids if request.resume else []
     # Unset: whatever room the prompt leaves (at least the one token every request generates).
-    max_tokens = options.max_tokens if options.max_tokens is not None else max(context_length - len(prompt_ids), 1)
+    max_tokens = sampling.max_tokens if sampling.max_tokens is not None else max(context_length - len(prompt_ids), 1)
     check_context_length(
         len(prompt_ids),
         max_tokens,
@@ -50,25 +53,12 @@ def prepare(request: GenerateRequest, tokenizer: PromptTokenizer, context_length
         prompt_param="messages" if request.messages else "prompt",
         max_tokens_param=request.max_tokens_param,
     )
-    params = SamplingParams(
+    params = replace(
+        sampling,
         max_tokens=max_tokens - len(resumed),
-        temperature=options.temperature,
-        top_p=options.top_p,
-        top_k=options.top_k,
-        seed=options.seed,
-        stop=tuple(options.stop),
-        stop_token_ids=tuple(options.stop_token_ids),
-        ignore_eos=options.ignore_eos,
-        min_p=options.min_p,
-        presence_penalty=options.presence_penalty,
-        frequency_penalty=options.frequency_penalty,
-        repetition_penalty=options.repetition_penalty,
-        logit_bias=tuple(sorted(options.logit_bias.items())),
-        min_tokens=options.min_tokens,
-        logprobs=options.logprobs,
         # A resumed stream's client already has the prompt's echo and logprobs from the first worker.
-        prompt_logprobs=None if resumed else options.prompt_logprobs,
-        guide=_guide(options.guide, resumed),
+        prompt_logprobs=None if resumed else sampling.prompt_logprobs,
+        guide=_resumed_guide(sampling.guide, resumed),
         cache_salt=request.tenant,
     )
     if not resumed:
@@ -91,11 +81,9 @@ def _prompt_text(request: GenerateRequest, tokenizer: PromptTokenizer, prompt_id
         raise InvalidRequestError(f"the prompt's token ids are outside the vocabulary: {exc}", param="prompt") from exc
 
 
-def _guide(spec: GuideSpec | None, resumed: list[int]) -> Guide | None:
-    """The engine's guide; after a resume its matcher first consumes the tokens already generated."""
-    if spec is None:
-        return None
-    return Guide(spec.kind, spec.source, strict=spec.strict, param=spec.param, generated=tuple(resumed))
+def _resumed_guide(guide: Guide | None, resumed: list[int]) -> Guide | None:
+    """The guide whose matcher first consumes the tokens generated before a resume (none if fresh)."""
+    return None if guide is None else replace(guide, generated=tuple(resumed))
 
 
 def _unsent(tokenizer: PromptTokenizer, request: GenerateRequest) -> str:
