@@ -23,6 +23,8 @@ import torch
 from tokenyard.engine.base import EngineStats
 from tokenyard.engine.context_window import check_context_length
 from tokenyard.engine.embedding_batcher import DynamicBatcher
+from tokenyard.engine.modeling.encoder import Packed, PackedEncoder
+from tokenyard.engine.modeling.encoder import supports as packed_supports
 from tokenyard.errors import InvalidRequestError, ModelLoadError, NoHealthyWorkerError
 from tokenyard.models import check_context_setting, model_context_length
 
@@ -30,6 +32,9 @@ Pooling = Literal["mean", "cls", "max"]
 Embedded = tuple[list[list[float]], int]  # the vectors, in input order, and the tokens they used
 _INLINE_TOKENIZE_CHARS = 2_000  # requests up to this many characters are tokenised on the event loop
 _PADDING_WASTE = 2.0  # a forward may pad its rows to at most this many times their real tokens
+# The batcher thread runs the model on one core: the HTTP work around each call wants the other, and
+# with sleeping OpenMP threads (engine/__init__.py) a second thread costs a wake-up per op (docs/engine.md).
+_FORWARD_THREADS = 1
 
 
 class SimpleEmbeddingEngine:
@@ -46,6 +51,7 @@ class SimpleEmbeddingEngine:
         max_batch_size: int = 16,
         batch_wait_timeout: float = 0.1,
         cache_size: int = 10_000,
+        matmul_dtype: torch.dtype | None = None,
     ) -> None:
         self.context_length = context_length
         self.dimensions = int(model.config.hidden_size)
@@ -54,6 +60,11 @@ class SimpleEmbeddingEngine:
         self._pooling = pooling
         self._normalize = normalize
         self._device = next(model.parameters()).device
+        # BERT encoders run packed (engine/modeling/encoder.py); other architectures through transformers.
+        self._packed: PackedEncoder | None = None
+        if packed_supports(model):
+            self._packed = PackedEncoder(model, matmul_dtype or next(model.parameters()).dtype)
+            self._model = None  # the packed encoder holds its own copy of the weights
         self._pad_id = int(tokenizer.pad_token_id or 0)
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         self._prefix, self._suffix = _special_tokens_around(tokenizer)
@@ -79,6 +90,7 @@ class SimpleEmbeddingEngine:
         max_batch_size: int = 16,
         batch_wait_timeout: float = 0.1,
         cache_size: int = 10_000,
+        matmul_dtype: torch.dtype | None = None,
     ) -> SimpleEmbeddingEngine:
         """Load an encoder folder; pooling and normalisation follow its sentence-transformers files."""
         from transformers import AutoModel, AutoTokenizer
@@ -99,6 +111,7 @@ class SimpleEmbeddingEngine:
             max_batch_size=max_batch_size,
             batch_wait_timeout=batch_wait_timeout,
             cache_size=cache_size,
+            matmul_dtype=matmul_dtype or default_matmul_dtype(dtype, device),
         )
 
     async def start(self) -> None:
@@ -181,6 +194,17 @@ class SimpleEmbeddingEngine:
         return vectors
 
     def _forward(self, rows: list[list[int]]) -> list[list[float]]:
+        if torch.get_num_threads() != _FORWARD_THREADS:
+            torch.set_num_threads(_FORWARD_THREADS)
+        if self._packed is not None:
+            vectors = self._packed(Packed.of(rows, self._device), self._pooling, self._normalize)  # [B, H]
+        else:
+            vectors = self._padded_forward(rows)
+        rows_out: list[list[float]] = vectors.cpu().tolist()
+        return rows_out
+
+    def _padded_forward(self, rows: list[list[int]]) -> torch.Tensor:
+        """Through the transformers model, for encoders the packed one does not cover."""
         width = max(len(row) for row in rows)
         # Right padding, as BERT-style encoders expect: position 0 stays [CLS] for cls pooling.
         input_ids = torch.tensor([row + [self._pad_id] * (width - len(row)) for row in rows], device=self._device)
@@ -190,7 +214,18 @@ class SimpleEmbeddingEngine:
         pooled = pool(hidden.float(), mask, self._pooling)  # [B, H]
         if self._normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
-        return [[float(x) for x in row] for row in pooled.cpu().tolist()]
+        return pooled
+
+
+def default_matmul_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """What a BERT encoder's matrix multiplies run in: bfloat16 for a float32 model on a CPU that
+    multiplies bfloat16 natively (AMX or AVX512-BF16), where they are several times faster and the
+    vectors stay within cosine 0.9999 of float32's (docs/engine.md); otherwise the model's dtype."""
+    from tokenyard.engine.loader import cpu_has_native_bfloat16  # the loader imports this module
+
+    if dtype == torch.float32 and device.type == "cpu" and cpu_has_native_bfloat16():
+        return torch.bfloat16
+    return dtype
 
 
 def padding_groups(lengths: list[int], waste: float = _PADDING_WASTE) -> list[slice]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import struct
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from tokenyard.errors import InvalidRequestError
 from tokenyard.gateway.failover import with_failover
@@ -17,6 +19,14 @@ from tokenyard.gateway.router import Router
 from tokenyard.gateway.worker_client import WorkerClient
 from tokenyard.protocol.internal import DispatchResponse, EmbedRequest, EmbedResponse
 from tokenyard.protocol.openai import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+
+
+class PydanticJSONResponse(JSONResponse):
+    """A JSON response that pydantic writes (in Rust) from the response model, rather than `json.dumps`
+    of a dict of Python floats: the vectors are most of an embeddings response."""
+
+    def render(self, content: Any) -> bytes:
+        return content.model_dump_json().encode() if isinstance(content, BaseModel) else super().render(content)
 
 
 def to_base64(vector: list[float]) -> str:
@@ -73,4 +83,4 @@ class EmbeddingServing:
             model=body.model,
             usage=EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
         )
-        return JSONResponse(response.model_dump())
+        return PydanticJSONResponse(response)
