@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer, DistilBertConfig, DistilBertModel
 
 from tokenyard.engine.embedding import SimpleEmbeddingEngine, pool
-from tokenyard.engine.modeling.encoder import Packed, PackedEncoder, Pooling, supports
+from tokenyard.engine.modeling.encoder import ROW_MULTIPLE, Packed, PackedEncoder, Pooling, supports
 from tokenyard.engine.models import ResolvedModel
 
 CPU = torch.device("cpu")
@@ -43,8 +43,11 @@ def test_float32_equals_transformers_on_mixed_lengths(tiny_embedding_model_dir: 
     model = AutoModel.from_pretrained(tiny_embedding_model_dir, dtype=torch.float32).eval()
     rows = rows_of(tiny_embedding_model_dir, TEXTS)
     assert len({len(row) for row in rows}) > 3  # the batch really mixes lengths
+    batch = Packed.of(rows, CPU)
+    assert batch.tokens == sum(len(row) for row in rows) < len(batch.ids)  # filler tokens pad the batch out
+    assert len(batch.ids) % ROW_MULTIPLE == 0
     with torch.inference_mode():
-        packed = PackedEncoder(model, torch.float32)(Packed.of(rows, CPU), mode, True)
+        packed = PackedEncoder(model, torch.float32)(batch, mode, True)
     assert packed.shape == (len(TEXTS), 32)
     torch.testing.assert_close(packed, reference(model, rows, mode), atol=1e-5, rtol=1e-5)
 

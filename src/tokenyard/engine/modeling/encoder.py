@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 Pooling = Literal["mean", "cls", "max"]
+ROW_MULTIPLE = 32  # packed rows are padded to a multiple of this (Packed)
 _ROWS_HINT = 512  # the rows a batch is expected to have, for oneDNN's choice of weight layout
 _ACTIVATIONS = {"gelu": "none", "gelu_python": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
@@ -83,21 +84,29 @@ class _Layer:
 
 @dataclass(frozen=True)
 class Packed:
-    """A batch's rows laid end to end, and where each row's tokens sit in a padded [B, S] block."""
+    """A batch's rows laid end to end, and where each row's tokens sit in a padded [B, S] block.
 
-    ids: torch.Tensor  # [T] token ids
-    positions: torch.Tensor  # [T] position of each token within its row
-    slots: torch.Tensor  # [T] index of each token in the flattened padded block [B * S]
+    The packed length is rounded up to a multiple of `ROW_MULTIPLE` with filler tokens that no row
+    attends to and no pooling reads: oneDNN compiles a kernel for every new number of rows (tens of
+    microseconds each, and its cache holds 1,024), so batches of any length then share a few kernels.
+    """
+
+    ids: torch.Tensor  # [T'] token ids, T real tokens then T' - T filler
+    positions: torch.Tensor  # [T'] position of each token within its row
+    slots: torch.Tensor  # [T] index of each real token in the flattened padded block [B * S]
+    gather: torch.Tensor  # [T'] the block row each token reads back after attention (filler: row 0)
     mask: torch.Tensor  # [B, 1, 1, S] True where a key is a real token
     lengths: torch.Tensor  # [B]
     width: int  # S, the longest row
+    tokens: int  # T
 
     @classmethod
     def of(cls, rows: list[list[int]], device: torch.device) -> Packed:
         lengths = [len(row) for row in rows]
-        width = max(lengths)
-        ids = [token for row in rows for token in row]
-        positions = [p for n in lengths for p in range(n)]
+        width, tokens = max(lengths), sum(lengths)
+        filler = -tokens % ROW_MULTIPLE
+        ids = [token for row in rows for token in row] + [0] * filler
+        positions = [p for n in lengths for p in range(n)] + [0] * filler
         slots = [b * width + p for b, n in enumerate(lengths) for p in range(n)]
         lengths_t = torch.tensor(lengths, device=device)
         mask = torch.arange(width, device=device)[None, :] < lengths_t[:, None]  # [B, S]
@@ -105,9 +114,11 @@ class Packed:
             ids=torch.tensor(ids, device=device),
             positions=torch.tensor(positions, device=device),
             slots=torch.tensor(slots, device=device),
+            gather=torch.tensor(slots + [0] * filler, device=device),
             mask=mask[:, None, None, :],
             lengths=lengths_t,
             width=width,
+            tokens=tokens,
         )
 
 
@@ -154,38 +165,40 @@ class PackedEncoder:
 
     def __call__(self, packed: Packed, pooling: Pooling, normalize: bool) -> torch.Tensor:
         """Sentence vectors [B, H], float32."""
-        x = self._layer_norm(self.word[packed.ids] + self.position[packed.positions], self.embedding_norm)  # [T, H]
+        x = self._layer_norm(self.word[packed.ids] + self.position[packed.positions], self.embedding_norm)  # [T', H]
         for layer in self.layers:
             x = self._layer(x, layer, packed)
         pooled = _pool(x, packed, pooling)
         return F.normalize(pooled, p=2.0, dim=-1) if normalize else pooled
 
     def _layer(self, x: torch.Tensor, layer: _Layer, packed: Packed) -> torch.Tensor:
-        # x: [T, H] float32, the residual stream
-        context = self._attention(layer.qkv(x.to(self.dtype)), packed)  # [T, 3H] -> [T, H]
+        # x: [T', H] float32, the residual stream
+        context = self._attention(layer.qkv(x.to(self.dtype)), packed)  # [T', 3H] -> [T', H]
         x = self._layer_norm(x + layer.out(context), layer.norm1)
         return self._layer_norm(x + layer.down(layer.up(x.to(self.dtype))), layer.norm2)
 
     def _attention(self, qkv: torch.Tensor, packed: Packed) -> torch.Tensor:
         batch, width = packed.mask.shape[0], packed.width
         head_dim = self.hidden // self.heads
-        padded = qkv.new_zeros(batch * width, 3 * self.hidden).index_copy_(0, packed.slots, qkv)  # [B*S, 3H]
+        real = qkv[: packed.tokens]  # [T, 3H]
+        padded = qkv.new_zeros(batch * width, 3 * self.hidden).index_copy_(0, packed.slots, real)  # [B*S, 3H]
         q, k, v = padded.view(batch, width, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)  # each [B, nh, S, hd]
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=packed.mask)  # [B, nh, S, hd]
-        return context.transpose(1, 2).reshape(batch * width, self.hidden).index_select(0, packed.slots)  # [T, H]
+        return context.transpose(1, 2).reshape(batch * width, self.hidden).index_select(0, packed.gather)  # [T', H]
 
     def _layer_norm(self, x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return F.layer_norm(x.float(), (self.hidden,), norm[0], norm[1], self.eps)
 
 
 def _pool(x: torch.Tensor, packed: Packed, mode: Pooling) -> torch.Tensor:
-    """Sentence vectors [B, H] from the packed token states x [T, H]."""
+    """Sentence vectors [B, H] from the packed token states x [T', H]."""
     batch, width = packed.mask.shape[0], packed.width
     if mode == "cls":
         starts = torch.cumsum(packed.lengths, 0) - packed.lengths
         return x[starts]
     fill = float("-inf") if mode == "max" else 0.0
-    padded = x.new_full((batch * width, x.shape[1]), fill).index_copy_(0, packed.slots, x).view(batch, width, -1)
+    real = x[: packed.tokens]  # [T, H]
+    padded = x.new_full((batch * width, x.shape[1]), fill).index_copy_(0, packed.slots, real).view(batch, width, -1)
     if mode == "max":
         return padded.max(dim=1).values
     return padded.sum(dim=1) / packed.lengths[:, None].to(x.dtype)
