@@ -5,7 +5,9 @@ sentence_bert_config.json) to pool and normalise exactly as the model was traine
 the sentence-transformers package. Inputs over the context length are refused, never truncated
 silently, before they are queued. Concurrent calls share forward passes through
 `engine.embedding_batcher.DynamicBatcher` (its thread is the only one that runs the model), and an LRU
-cache keyed by token ids answers repeated inputs without the model. See docs/engine.md.
+cache keyed by token ids answers repeated inputs without the model. BERT encoders run in
+`engine.modeling.encoder` (packed rows, bfloat16 matrix multiplies on CPUs that do them natively),
+other encoders through transformers. See docs/engine.md, "Embedding engine".
 """
 
 from __future__ import annotations
