@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoTokenizer, DistilBertConfig, DistilBertM
 
 from tokenyard.engine.embedding import SimpleEmbeddingEngine, pool
 from tokenyard.engine.modeling.encoder import ROW_MULTIPLE, Packed, PackedEncoder, Pooling, supports
-from tokenyard.engine.models import ResolvedModel
+from tokenyard.models import ResolvedModel
 
 CPU = torch.device("cpu")
 TEXTS = [

@@ -222,7 +222,8 @@ class SimpleEmbeddingEngine:
 def default_matmul_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     """What a BERT encoder's matrix multiplies run in: bfloat16 for a float32 model on a CPU that
     multiplies bfloat16 natively (AMX or AVX512-BF16), where they are several times faster and the
-    vectors stay within cosine 0.9999 of float32's (docs/engine.md); otherwise the model's dtype."""
+    vectors stay within the cosine to float32's that tests/engine/test_encoder.py holds (≥ 0.999);
+    otherwise the model's dtype. The figures are in docs/engine.md, "Embedding engine"."""
     from tokenyard.engine.loader import cpu_has_native_bfloat16  # the loader imports this module
 
     if dtype == torch.float32 and device.type == "cpu" and cpu_has_native_bfloat16():

@@ -87,8 +87,8 @@ class Packed:
     """A batch's rows laid end to end, and where each row's tokens sit in a padded [B, S] block.
 
     The packed length is rounded up to a multiple of `ROW_MULTIPLE` with filler tokens that no row
-    attends to and no pooling reads: oneDNN compiles a kernel for every new number of rows (tens of
-    microseconds each, and its cache holds 1,024), so batches of any length then share a few kernels.
+    attends to and no pooling reads: oneDNN compiles a kernel for every new number of rows (and keeps
+    a bounded cache of them), so batches of any length then share a few kernels.
     """
 
     ids: torch.Tensor  # [T'] token ids, T real tokens then T' - T filler
