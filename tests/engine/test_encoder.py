@@ -88,3 +88,15 @@ def test_other_encoders_run_through_transformers(tiny_embedding_model_dir: Path)
     rows = [[2, 10, 11, 3], [2, 12, 3]]
     vectors = torch.tensor(engine._forward(rows))
     torch.testing.assert_close(vectors, reference(model, rows, "mean"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bfloat16_stays_within_cosine_0_999(default_embedding_model: ResolvedModel) -> None:
+    folder = default_embedding_model.path
+    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+    rows = rows_of(folder, TEXTS)
+    expected = reference(model, rows, "mean")
+    cuda = torch.device("cuda")
+    with torch.inference_mode():
+        fast = PackedEncoder(model.to(cuda), torch.bfloat16)(Packed.of(rows, cuda), "mean", True)
+    assert F.cosine_similarity(fast.cpu(), expected).min().item() >= 0.999
