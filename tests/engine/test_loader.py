@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,11 @@ def test_quantization_loads_for_chat_and_is_ignored_for_embeddings(
     embed = ResolvedModel("embed", tiny_embedding_model_dir, ModelKind.EMBED)
     assert isinstance(load_engine(embed, config), SimpleEmbeddingEngine)
     assert resolve_settings(embed, config).quantization == "none"
-    assert describe_engine(embed, config) == "float32 on cpu, max batch 32"
+    bert = json.loads((tiny_embedding_model_dir / "config.json").read_text())["model_type"] == "bert"
+    precision = "float32 with bfloat16 matmuls" if bert and cpu_has_native_bfloat16() else "float32"
+    assert describe_engine(embed, config) == f"{precision} on cpu, max batch 32"
+    # An explicit dtype is what the encoder multiplies in, and what the line says.
+    assert describe_engine(embed, config.model_copy(update={"dtype": "float32"})) == "float32 on cpu, max batch 32"
 
 
 def test_unloadable_folder_is_a_one_line_error(tmp_path: Path) -> None:

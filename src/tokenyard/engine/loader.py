@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from tokenyard.config import WorkerConfig
 from tokenyard.engine import native
 from tokenyard.engine.base import EmbeddingEngine, GenerationEngine
 from tokenyard.engine.defaults import auto_max_batch_size, auto_quantization, gguf_file_type, usable_cpus
-from tokenyard.engine.embedding import SimpleEmbeddingEngine
+from tokenyard.engine.embedding import SimpleEmbeddingEngine, default_matmul_dtype
 from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.kv_budget import kv_cache_budget
 from tokenyard.engine.kv_cache import BlockManager
@@ -106,9 +107,26 @@ def describe_engine(resolved: ResolvedModel, config: WorkerConfig) -> str:
     """One line on how the model runs ("int4 on cpu, max batch 64"), for start-up lines and status."""
     settings = resolve_settings(resolved, config)
     device = pick_device(settings.device)
-    dtype = str(pick_dtype(settings.dtype, device, resolved.kind)).removeprefix("torch.")
+    torch_dtype = pick_dtype(settings.dtype, device, resolved.kind)
+    dtype = str(torch_dtype).removeprefix("torch.")
     precision = settings.quantization if settings.quantization != "none" else dtype
+    bert = resolved.kind is ModelKind.EMBED and _model_type(resolved.path) == "bert"  # the packed encoder's models
+    if bert and embedding_matmul_dtype(settings, torch_dtype, device) != torch_dtype:
+        precision = f"{dtype} with bfloat16 matmuls"
     return f"{precision} on {device.type}, max batch {settings.max_batch_size}"
+
+
+def _model_type(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def embedding_matmul_dtype(config: WorkerConfig, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """What an encoder multiplies in: an explicit `--dtype` is honoured as asked; with `auto` a
+    float32 model multiplies in bfloat16 where the CPU does so natively (`default_matmul_dtype`)."""
+    return default_matmul_dtype(dtype, device) if config.dtype == "auto" else dtype
 
 
 # --- the builtin backend ---------------------------------------------------------------------------
@@ -160,6 +178,7 @@ def build_embedding_engine(
         max_batch_size=config.max_batch_size or _EMBEDDING_BATCH,
         batch_wait_timeout=config.batch_wait_timeout,
         cache_size=config.embedding_cache_size,
+        matmul_dtype=embedding_matmul_dtype(config, dtype, device),
     )
 
 
