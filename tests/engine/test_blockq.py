@@ -107,3 +107,14 @@ def test_a_failing_compiler_turns_the_kernels_off_with_its_reason(
         assert list(tmp_path.glob("*.so")) == []
     finally:
         native.kernels.cache_clear()  # the next caller builds (or loads) the real library again
+
+
+@needs_native
+@pytest.mark.parametrize("bits", [4, 8])
+def test_dequantised_rows_are_the_blocks_values(bits: int) -> None:
+    linear = q4_1_grid_linear(48, 96)
+    layer = BlockQLinear(linear, bits, dense=False)
+    u, d, m = quantise_blocks(linear.weight.detach(), bits)
+    d, m = (scale.half().float().repeat_interleave(32, dim=1) for scale in (d, m))  # stored as float16
+    rows = torch.tensor([0, 17, 47, 5, 17])
+    assert torch.equal(layer.dequantise_rows(rows), (d * u.float() + m)[rows])

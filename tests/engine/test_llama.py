@@ -9,9 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
+from tokenyard.engine import native
 from tokenyard.engine.base import SamplingParams
 from tokenyard.engine.kv_cache import BlockManager
 from tokenyard.engine.model_runner import BLOCK_SIZE, LlamaRunner
+from tokenyard.engine.modeling.llama import HeadRows
 from tokenyard.engine.scheduler import ScheduledChunk, SchedulerPlan
 from tokenyard.engine.sequence import Sequence
 
@@ -147,3 +149,25 @@ def test_large_decode_batch_matches_reference(tmp_path: Path) -> None:
         for row, seq in zip(logits, seqs, strict=True):
             expected = reference(input_ids=torch.tensor([seq.all_token_ids])).logits[0, -1]
             torch.testing.assert_close(row, expected, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(native.kernels() is None, reason="the output projection is quantised on the native kernels only")
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_a_quantised_tied_model_holds_its_embedding_once(quantization: str, tmp_path: Path) -> None:
+    config = LlamaConfig(**{**SMALL, "vocab_size": 96}, tie_word_embeddings=True)  # 96 rows: 8-bit blocks fit
+    reference = save_random_model(config, tmp_path)
+    runner = runner_for(config, tmp_path, quantization)
+    model = runner.model
+    assert isinstance(model.embed_tokens, HeadRows)  # no table: the rows come from the output projection
+    assert not any(param.shape == (96, 64) for param in model.parameters())
+    ids = torch.tensor([0, 5, 95, 5])
+    table = reference.model.embed_tokens.weight.detach()  # float32, as the checkpoint holds it
+    step = table.abs().amax(dim=1, keepdim=True) / 127  # 8-bit blocks (float16 scales): within a step
+    assert bool(((model.embed_tokens(ids) - table[ids]).abs() <= step[ids]).all())
+    seq = make_seq(list(range(1, 20)))
+    BlockManager(runner.num_blocks, BLOCK_SIZE).allocate(seq, 20)
+    with torch.inference_mode():
+        logits = runner.run(plan_of((seq, 0, 19, True)))[0]
+        expected = reference(input_ids=torch.tensor([seq.prompt_token_ids])).logits[0, -1]
+    tolerance = 0.05 if quantization == "int8" else 0.5  # as test_quantised_logits_stay_close
+    assert (logits - expected).abs().max() < tolerance * expected.abs().max()

@@ -102,6 +102,19 @@ class BlockQLinear(QuantisedLinear):
         )
         return out if self.float_output or out.dtype == dtype else out.to(dtype)
 
+    def dequantise_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows of the weight matrix, w = d u + m per block: ids [R] -> [R, K] float32 (see `pack_blockq`)."""
+        tiles, blocks = self.out_features // TILE, self.in_features // BLOCK
+        tile, row = rows // TILE, rows % TILE
+        scales = self.scales.view(tiles, blocks, 2, TILE)[tile, :, :, row].float()  # [R, blocks, 2]: d, m
+        if self.bits == 8:  # [tile, block, j, row, c] with k = 32b + 4j + c
+            u = self.weights.view(tiles, blocks, 8, TILE, 4)[tile, :, :, row, :]  # [R, blocks, 8, 4]
+        else:  # [tile, block, j, row, c], channel 8j + c in the low nibble and 8j + 4 + c in the high one
+            pairs = self.weights.view(tiles, blocks, 4, TILE, 4)[tile, :, :, row, :]  # [R, blocks, 4, 4]
+            u = torch.stack([pairs & 15, pairs >> 4], dim=-2)  # [R, blocks, j, h, c]
+        u = u.reshape(rows.shape[0], blocks, BLOCK).float()
+        return (scales[..., 0:1] * u + scales[..., 1:2]).flatten(1)  # [R, K]
+
 
 def kernel_buffers(x: torch.Tensor, out_features: int, float_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The activations as the native linear kernels read them (bfloat16 or float32, contiguous) and the

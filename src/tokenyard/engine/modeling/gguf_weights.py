@@ -127,6 +127,7 @@ def use_gguf_weights(model: LlamaModel, gguf: Path, *, check: bool = True) -> Co
         mlp.down_proj = _replaced(mlp.down_proj, [source.get(b + "ffn_down.weight")], counts, check)
     head = source.get("output.weight") or source.get("token_embd.weight")
     model.lm_head = _replaced(model.lm_head, [head], counts, check, float_output=True)
+    model.embed_from_head()  # tied weights on 32-channel blocks: the embedding reads the head's rows
     return counts
 
 

@@ -12,6 +12,7 @@ Rotary embeddings follow Hugging Face's (non-interleaved) layout, with `rope_the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -190,13 +191,34 @@ class LlamaLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+class HeadRows(nn.Module):
+    """The token embedding of a model with tied weights, read from its quantised output projection.
+
+    Tied weights are one matrix [vocab, hidden] (SmolLM2: 49,152 x 576). Once the output projection
+    holds it as native blocks, a table beside it would hold it twice (in bfloat16, 54 MiB for SmolLM2);
+    a lookup dequantises only the rows it is asked for instead, as llama.cpp's `get_rows` reads a
+    quantised embedding. The rows are the projection's values rounded to the model's dtype.
+    """
+
+    def __init__(self, rows_of: Callable[[torch.Tensor], torch.Tensor], table: torch.Tensor) -> None:
+        """rows_of: ids [R] -> rows [R, hidden] float32 (`BlockQLinear.dequantise_rows`); table: the dropped table."""
+        super().__init__()
+        self.rows_of = rows_of
+        # The table's shape and dtype without its data (a meta tensor, not a parameter: it holds nothing),
+        # for code that asks what the embedding holds (the native decoder checks its dtype).
+        self.weight = torch.empty(table.shape, dtype=table.dtype, device="meta")
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.rows_of(input_ids).to(self.weight.dtype)  # [T] -> [T, hidden]
+
+
 class LlamaModel(nn.Module):
     """Embeddings, decoder layers, final norm and the output projection (tied or not)."""
 
     def __init__(self, spec: LlamaSpec, max_positions: int) -> None:
         super().__init__()
         self.spec = spec
-        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        self.embed_tokens: nn.Module = nn.Embedding(spec.vocab_size, spec.hidden_size)  # or HeadRows, see there
         self.layers = nn.ModuleList(LlamaLayer(spec, i) for i in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.lm_head: nn.Module = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
@@ -211,6 +233,16 @@ class LlamaModel(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, attention)
         return self.norm(x)
+
+    def embed_from_head(self) -> bool:
+        """Hold tied weights once: once the output projection is quantised (its layer can hand out rows),
+        the embedding reads its rows there and drops its own table (`HeadRows`). True if it did."""
+        head = getattr(self.lm_head, "inner", self.lm_head)  # a ThreadedLinear runs the layer it wraps
+        rows_of = getattr(head, "dequantise_rows", None)
+        if not self.spec.tie_word_embeddings or rows_of is None or not isinstance(self.embed_tokens, nn.Embedding):
+            return False
+        self.embed_tokens = HeadRows(rows_of, self.embed_tokens.weight)
+        return True
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [N, hidden] -> [N, V], float32 so that sampling sees the full tail

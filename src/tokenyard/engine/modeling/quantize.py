@@ -14,6 +14,7 @@ from torch import nn
 
 from tokenyard.engine import native
 from tokenyard.engine.modeling.blockq import BlockQLinear, blockq_fits
+from tokenyard.engine.modeling.llama import LlamaModel
 from tokenyard.engine.modeling.quant import INT4_GROUP_SIZE, Int4Linear, Int8Linear
 
 BITS = {"int8": 8, "int4": 4}
@@ -42,6 +43,8 @@ def quantize_linears(
                 head = BlockQLinear(child, 8, dense=dense, float_output=True)
                 head.max_rows = OUTPUT_MAX_ROWS
                 setattr(module, name, head)
+                if isinstance(module, LlamaModel):
+                    module.embed_from_head()  # tied weights: the embedding reads the head's rows, held once
         else:
             setattr(module, name, _quantized(child, method, dense, use_native))
 
