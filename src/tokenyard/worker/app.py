@@ -42,6 +42,7 @@ from tokenyard.protocol.internal import (
 from tokenyard.web import ClosingStreamingResponse, ClusterAuthMiddleware, cluster_headers, install_error_handlers
 from tokenyard.worker.heartbeat import Heartbeat
 from tokenyard.worker.logprobs import generated_logprobs, prompt_logprobs
+from tokenyard.worker.memory import IdleTrim
 from tokenyard.worker.outputs import EngineOutputs
 from tokenyard.worker.prompts import PreparedRequest, encode_prompt, prepare
 from tokenyard.worker.runtime import WorkerRuntime
@@ -248,12 +249,15 @@ def create_app(
             if runtime.engine is not None:
                 await _started(runtime)
             runtime.heartbeat.start()
+            trim = IdleTrim(runtime.stats, runtime.config.heartbeat_interval)  # heap freed by a burst, back
+            trim.start()
             loading = asyncio.create_task(_load(runtime, loader, on_load_failed)) if loader else None
             started = time.monotonic()
             yield
             if loading is not None:
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
+            await trim.stop()
             await runtime.heartbeat.stop()
             await runtime.heartbeat.unregister(runtime.worker_id)
             logger.info("worker %s stopped after %.0f s", runtime.worker_id, time.monotonic() - started)
