@@ -31,30 +31,38 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def load_llama_weights(model: LlamaModel, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy HF-named tensors into `model` (whose parameters have the target dtype and device)."""
-    fused = dict(tensors)
+    """Copy HF-named tensors into `model` (whose parameters have the target dtype and device).
+
+    One tensor (or one layer's fused Q/K/V or gate/up) at a time, converted by the copy itself: fusing
+    every layer first held a float32 copy of most of the model at once (~280 MB more at load for SmolLM2).
+    """
+    params = dict(model.named_parameters())
+    loaded: set[str] = set()
+
+    def put(name: str, tensor: torch.Tensor) -> None:
+        param = params.get(name.removeprefix("model."))
+        if param is not None:  # extra tensors (say, rotary inv_freq buffers) are ignored
+            with torch.no_grad():
+                param.copy_(tensor)  # rounds to the parameter's dtype, as .to() would, without a copy
+            loaded.add(name.removeprefix("model."))
+
+    fused_parts: set[str] = set()
     for i in range(model.spec.num_layers):
         attn, mlp = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
         for suffix in ("weight", "bias"):
-            parts = [fused.pop(f"{attn}{name}_proj.{suffix}", None) for name in "qkv"]
-            if all(part is not None for part in parts):
-                fused[f"{attn}qkv_proj.{suffix}"] = torch.cat(parts)
-        fused[f"{mlp}gate_up_proj.weight"] = torch.cat(
-            [fused.pop(f"{mlp}gate_proj.weight"), fused.pop(f"{mlp}up_proj.weight")]
-        )
-    if "lm_head.weight" not in fused or model.spec.tie_word_embeddings:
-        fused["lm_head.weight"] = fused["model.embed_tokens.weight"]
-    state = {name.removeprefix("model."): tensor for name, tensor in fused.items()}
-    missing = _copy_into(model, state)  # extra tensors (say, rotary inv_freq buffers) are ignored
+            names = [f"{attn}{name}_proj.{suffix}" for name in "qkv"]
+            if all(name in tensors for name in names):
+                put(f"{attn}qkv_proj.{suffix}", torch.cat([tensors[name] for name in names]))
+                fused_parts.update(names)
+        names = [f"{mlp}gate_proj.weight", f"{mlp}up_proj.weight"]
+        if all(name in tensors for name in names):
+            put(f"{mlp}gate_up_proj.weight", torch.cat([tensors[name] for name in names]))
+            fused_parts.update(names)
+    for name, tensor in tensors.items():
+        if name not in fused_parts:
+            put(name, tensor)
+    if "lm_head.weight" not in tensors or model.spec.tie_word_embeddings:
+        put("lm_head.weight", tensors["model.embed_tokens.weight"])
+    missing = set(params) - loaded
     if missing:
         raise ModelLoadError(f"the checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}; re-download it")
-
-
-def _copy_into(model: LlamaModel, state: dict[str, torch.Tensor]) -> set[str]:
-    """Copy what matches; return the names of parameters the state lacks."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, param in params.items():
-            if name in state:
-                param.copy_(state[name].to(param.dtype))
-    return set(params) - set(state)
