@@ -78,3 +78,14 @@ def test_help_lists_the_aliases() -> None:
     assert result.returncode == 0
     for alias in ("--model-path", "--controller-address", "--controller-url", "--worker-address", "--model-names"):
         assert alias in result.stdout
+
+
+def test_server_commands_do_not_import_the_admin_commands() -> None:
+    """`tokenyard worker` and friends never load the governance and store commands (SQLAlchemy's asyncio
+    layer, redis): they are imported when one of them runs, and still listed in the help."""
+    lazy = ("tokenyard.governance.command", "tokenyard.governance.report_command", "tokenyard.store.command")
+    code = f"import sys, tokenyard.cli; print(sorted(m for m in sys.modules if m.startswith({lazy!r})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    result = CliRunner().invoke(cli, ["--help"])
+    assert all(name in result.output for name in ("bench", "db", "keys", "tenants", "usage", "logs"))

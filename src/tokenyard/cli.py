@@ -6,6 +6,7 @@ a non-zero exit code (2 for usage and configuration), never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -15,17 +16,11 @@ import click
 import httpx
 
 from tokenyard import __version__, status_view
-from tokenyard.bench.command import bench as bench_command
 from tokenyard.config import Settings, load_settings
 from tokenyard.errors import ConfigError, ModelLoadError, StoreError
-from tokenyard.governance.command import keys as keys_command
-from tokenyard.governance.command import tenants as tenants_command
-from tokenyard.governance.report_command import logs as logs_command
-from tokenyard.governance.report_command import usage as usage_command
 from tokenyard.observability.logs import setup_logging
 from tokenyard.observability.tracing import setup_tracing
 from tokenyard.protocol.internal import DispatchPolicy
-from tokenyard.store.command import db as db_command
 from tokenyard.web import cluster_headers
 
 CONFIG_OPTION = click.option(
@@ -49,7 +44,38 @@ def _settings(config_file: str | None, **sections: dict[str, Any]) -> Settings:
     return load_settings(config_file, **{k: v for k, v in overrides.items() if v})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A command group that imports the modules of some subcommands only when one of them is used.
+
+    The governance and store commands pull in SQLAlchemy's asyncio layer, redis and more (~10 MiB of
+    RSS): a worker or controller process never needs them."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+LAZY_COMMANDS = {
+    "bench": "tokenyard.bench.command:bench",
+    "db": "tokenyard.store.command:db",
+    "keys": "tokenyard.governance.command:keys",
+    "tenants": "tokenyard.governance.command:tenants",
+    "usage": "tokenyard.governance.report_command:usage",
+    "logs": "tokenyard.governance.report_command:logs",
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tokenyard")
 def cli() -> None:
     """tokenyard: self-hosted, OpenAI-compatible LLM serving (controller, workers, gateway)."""
@@ -211,12 +237,6 @@ def status(config_file: str | None, controller_url: str | None, output_format: s
 
 
 # Defined in its own package (flags, load generator, report); registered here as one more subcommand.
-cli.add_command(bench_command, name="bench")
-cli.add_command(db_command, name="db")
-cli.add_command(keys_command, name="keys")
-cli.add_command(tenants_command, name="tenants")
-cli.add_command(usage_command, name="usage")
-cli.add_command(logs_command, name="logs")
 
 
 def main() -> None:
