@@ -1,4 +1,4 @@
-"""The KV cache a chat worker allocates (engine/factory.py; docs/engine.md, "Sizing memory").
+"""The KV cache a chat worker allocates, end to end (engine/kv_budget.py; docs/engine.md, "Sizing memory").
 
 Without `--kv-cache-memory`, a CPU worker takes a quarter of the available memory, at most 2 GiB, and
 never more than twice what `max_batch_size` sequences of full context use; with the flag, exactly
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from tokenyard.config import WorkerConfig
-from tokenyard.engine import factory
+from tokenyard.engine import kv_budget
 from tokenyard.engine.engine import BatchingGenerationEngine
-from tokenyard.engine.factory import build_engine
+from tokenyard.engine.loader import build_engine
 from tokenyard.errors import ModelLoadError
 
 MIB = 1 << 20
@@ -32,7 +32,7 @@ def kv_blocks(folder: Path, **settings: object) -> int:
 
 
 def with_available(monkeypatch: pytest.MonkeyPatch, available: int) -> None:
-    monkeypatch.setattr(factory, "_available_ram", lambda: available)
+    monkeypatch.setattr(kv_budget, "_available_ram", lambda: available)
 
 
 def test_the_default_budget_is_a_quarter_of_what_is_available(
@@ -53,7 +53,7 @@ def test_the_default_budget_never_exceeds_what_the_batch_can_use(
 
 def test_the_default_budget_is_capped(tiny_chat_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with_available(monkeypatch, 64 << 30)  # a quarter would be 16 GiB
-    monkeypatch.setattr(factory, "CPU_KV_CACHE_CAP", 8 * MIB)  # 2 GiB in the code; smaller to keep the test light
+    monkeypatch.setattr(kv_budget, "CPU_KV_CACHE_CAP", 8 * MIB)  # 2 GiB in the code; smaller to keep the test light
     assert kv_blocks(tiny_chat_model_dir, max_batch_size=64) == 8 * MIB // BLOCK_BYTES
 
 
@@ -72,5 +72,5 @@ def test_a_budget_below_one_full_context_names_both_flags(tiny_chat_model_dir: P
 def test_available_memory_is_read_from_meminfo(tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:    2097152 kB\n")
-    assert factory._available_ram(meminfo) == 2 << 30
-    assert factory._available_ram(tmp_path / "missing") == 4 * factory.CPU_KV_CACHE_CAP  # unknown: the cap applies
+    assert kv_budget._available_ram(meminfo) == 2 << 30
+    assert kv_budget._available_ram(tmp_path / "missing") == 4 * kv_budget.CPU_KV_CACHE_CAP  # unknown: the cap applies
