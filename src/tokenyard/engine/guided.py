@@ -12,6 +12,7 @@ the grammar is complete. EOS is allowed by the mask only where the grammar accep
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -22,7 +23,6 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import llguidance
-import llguidance.hf
 import torch
 
 from tokenyard.errors import InvalidRequestError
@@ -110,8 +110,19 @@ class GuideCompiler:
     def _llg_tokenizer(self) -> Any:
         if self._tokenizer is None:
             eos = self._eos_token_ids or None
-            self._tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer, n_vocab=self._vocab_size, eos_token=eos)
+            self._tokenizer = _llg_tokenizer(self._hf_tokenizer, n_vocab=self._vocab_size, eos_token=eos)
         return self._tokenizer
+
+
+def _llg_tokenizer(tokenizer: Any, *, n_vocab: int, eos_token: list[int] | None) -> Any:
+    """llguidance's tokenizer from the serialised `tokenizers` pipeline, as `llguidance.hf.from_tokenizer`
+    builds it, for transformers' fast tokenizers and `FolderTokenizer` alike (llguidance.hf imports
+    transformers and accepts only its class)."""
+    backend = copy.copy(tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    eos = eos_token if eos_token is not None else tokenizer.eos_token_id
+    return llguidance.LLTokenizer(backend.to_str(), n_vocab=n_vocab, eos_token=eos)
 
 
 def _one_line(problem: str) -> str:

@@ -1,6 +1,8 @@
 """Prompt tokenisation with the model's own files: its chat template and its tokenizer.
 
-`HFPromptTokenizer` implements `engine.base.PromptTokenizer` around a Hugging Face tokenizer. Chat
+`HFPromptTokenizer` implements `engine.base.PromptTokenizer` around a Hugging Face tokenizer: the folder's
+tokenizer.json through the `tokenizers` library where that is exact (`engine.folder_tokenizer`), else
+transformers' AutoTokenizer. Chat
 messages are rendered by the template shipped with the model (never a hand-written registry of
 templates, FastChat's old habit), so a new model brings its own prompt format.
 
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tokenyard.engine.folder_tokenizer import FolderTokenizer
 from tokenyard.engine.tool_prompt import template_messages, template_supports_tools
 from tokenyard.errors import InvalidRequestError
 from tokenyard.protocol.internal import ChatMessage, FunctionTool
@@ -33,6 +36,11 @@ class HFPromptTokenizer:
 
     @classmethod
     def from_folder(cls, folder: Path) -> HFPromptTokenizer:
+        """With the `tokenizers` library alone where that gives transformers' results (engine.folder_tokenizer),
+        else with transformers' AutoTokenizer."""
+        files = FolderTokenizer.load(folder)
+        if files is not None:
+            return cls(files)
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(folder))
