@@ -52,8 +52,13 @@ def _tokenyard(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
 def _command(service: dict[str, Any]) -> tuple[click.Command, list[str]]:
     args = list(service["command"])
     command: click.Command = cli
-    while isinstance(command, click.Group) and args and args[0] in command.commands:
-        command = command.commands[args.pop(0)]
+    while isinstance(command, click.Group) and args:
+        # get_command, not .commands: the CLI loads some groups (db, keys...) only when asked for them
+        found = command.get_command(click.Context(command), args[0])
+        if found is None:
+            break
+        command = found
+        args.pop(0)
     return command, args
 
 
