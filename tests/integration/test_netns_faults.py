@@ -175,12 +175,21 @@ def _report(scenario: str, result: LoadResult, **figures: float) -> None:
 
 
 def _busy_worker(hosts: Hosts) -> str:
-    """A worker host that is streaming right now, so the fault breaks streams mid-way."""
-    for _ in range(50):
-        busy = [w for w in hosts.workers() if int(w["num_running"]) > 0]  # type: ignore[call-overload]
-        if busy:
-            return next(h for h in hosts.worker_hosts if hosts.bed.hosts[h] in str(busy[0]["address"]))
-        time.sleep(0.05)
+    """A worker host that is streaming right now, so the fault breaks streams mid-way.
+
+    Asked of each worker itself (its /status), not of the controller, whose copy is up to a
+    heartbeat old: with a fast engine a stream can end within a heartbeat interval."""
+    headers = {"x-tokenyard-cluster-token": TOKEN}
+    for _ in range(100):
+        for worker in hosts.workers():
+            address = str(worker["address"])
+            try:
+                live = httpx.get(f"{address}/status", headers=headers, timeout=2).json()
+            except httpx.HTTPError:
+                continue
+            if int(live["num_running"]) > 0:
+                return next(h for h in hosts.worker_hosts if hosts.bed.hosts[h] in address)
+        time.sleep(0.02)
     raise AssertionError("no worker reported running requests under load")
 
 
