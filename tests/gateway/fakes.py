@@ -110,11 +110,13 @@ class FakeRouter:
     def __init__(self, *worker_ids: str) -> None:
         self.ids = list(worker_ids)
         self.reported: list[str] = []
+        self.excludes: list[list[str]] = []  # what each dispatch was told to skip
         self.observer = GatewayMetrics(CollectorRegistry())
 
     async def dispatch(
         self, model: str, exclude: list[str] | None = None, tenant: str | None = None
     ) -> DispatchResponse:
+        self.excludes.append(list(exclude or []))
         if model != "m":
             raise ModelNotFoundError(model)
         left = [w for w in self.ids if w not in (exclude or [])]

@@ -4,8 +4,8 @@ client hears when none is left."""
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry
 
+from tests.gateway.fakes import FakeRouter
 from tokenyard.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -16,34 +16,12 @@ from tokenyard.errors import (
     WorkerError,
 )
 from tokenyard.gateway.failover import with_failover
-from tokenyard.observability.gateway import GatewayMetrics
-from tokenyard.protocol.internal import DispatchResponse, ModelKind
+from tokenyard.protocol.internal import DispatchResponse
 
 
-class FakeRouter:
-    """Hands out workers w0, w1, ... skipping excluded ones; records failure reports."""
-
-    def __init__(self, num_workers: int) -> None:
-        self.ids = [f"w{i}" for i in range(num_workers)]
-        self.reported: list[str] = []
-        self.excludes: list[list[str]] = []
-        self.observer = GatewayMetrics(CollectorRegistry())
-
-    async def dispatch(
-        self, model: str, exclude: list[str] | None = None, tenant: str | None = None
-    ) -> DispatchResponse:
-        self.excludes.append(list(exclude or []))
-        if model != "m":
-            raise ModelNotFoundError(model)
-        left = [w for w in self.ids if w not in (exclude or [])]
-        if not left:
-            raise NoHealthyWorkerError("none left")
-        return DispatchResponse(
-            worker_id=left[0], address=f"http://{left[0]}", kind=ModelKind.GENERATE, context_length=9
-        )
-
-    def report_failure(self, worker_id: str, error: str) -> None:
-        self.reported.append(worker_id)
+def router_of(num_workers: int) -> FakeRouter:
+    """Workers w0, w1, ... for model "m"."""
+    return FakeRouter(*(f"w{i}" for i in range(num_workers)))
 
 
 def failing(errors: dict[str, TokenyardError]):  # type: ignore[no-untyped-def]
@@ -56,7 +34,7 @@ def failing(errors: dict[str, TokenyardError]):  # type: ignore[no-untyped-def]
 
 
 async def test_unreachable_worker_is_reported_and_skipped() -> None:
-    router = FakeRouter(3)
+    router = router_of(3)
     result = await with_failover(router, "m", failing({"w0": WorkerError("refused")}), 3)  # type: ignore[arg-type]
     assert result == "w1"
     assert router.reported == ["w0"]
@@ -65,7 +43,7 @@ async def test_unreachable_worker_is_reported_and_skipped() -> None:
 
 
 async def test_draining_and_saturated_workers_are_skipped_but_not_reported() -> None:
-    router = FakeRouter(3)
+    router = router_of(3)
     errors: dict[str, TokenyardError] = {
         "w0": UpstreamError(503, "service_unavailable", "draining"),
         "w1": OverloadedError("full", retry_after=2),
@@ -75,14 +53,14 @@ async def test_draining_and_saturated_workers_are_skipped_but_not_reported() -> 
 
 
 async def test_bad_requests_are_not_retried() -> None:
-    router = FakeRouter(3)
+    router = router_of(3)
     with pytest.raises(InvalidRequestError):
         await with_failover(router, "m", failing({"w0": InvalidRequestError("bad")}), 3)  # type: ignore[arg-type]
     assert len(router.excludes) == 1
 
 
 async def test_all_saturated_is_429_with_the_shortest_retry_after() -> None:
-    router = FakeRouter(2)
+    router = router_of(2)
     errors: dict[str, TokenyardError] = {
         "w0": OverloadedError("full", retry_after=5),
         "w1": UpstreamError(429, "rate_limit_error", "full", retry_after=2),
@@ -93,7 +71,7 @@ async def test_all_saturated_is_429_with_the_shortest_retry_after() -> None:
 
 
 async def test_no_worker_left_is_503() -> None:
-    router = FakeRouter(2)
+    router = router_of(2)
     errors: dict[str, TokenyardError] = {"w0": WorkerError("gone"), "w1": WorkerError("gone too")}
     with pytest.raises(NoHealthyWorkerError) as caught:
         await with_failover(router, "m", failing(errors), 5)  # type: ignore[arg-type]
@@ -101,7 +79,7 @@ async def test_no_worker_left_is_503() -> None:
 
 
 async def test_attempts_are_bounded() -> None:
-    router = FakeRouter(10)
+    router = router_of(10)
     errors: dict[str, TokenyardError] = {f"w{i}": WorkerError("gone") for i in range(10)}
     with pytest.raises(NoHealthyWorkerError):
         await with_failover(router, "m", failing(errors), 3)  # type: ignore[arg-type]
@@ -110,11 +88,11 @@ async def test_attempts_are_bounded() -> None:
 
 async def test_unknown_model_is_not_retried() -> None:
     with pytest.raises(ModelNotFoundError):
-        await with_failover(FakeRouter(1), "other", failing({}), 3)  # type: ignore[arg-type]
+        await with_failover(router_of(1), "other", failing({}), 3)  # type: ignore[arg-type]
 
 
 async def test_mixed_saturated_and_failed_workers_is_still_429() -> None:
-    router = FakeRouter(2)
+    router = router_of(2)
     errors: dict[str, TokenyardError] = {"w0": WorkerError("gone"), "w1": OverloadedError("full", retry_after=3)}
     with pytest.raises(OverloadedError) as caught:
         await with_failover(router, "m", failing(errors), 5)  # type: ignore[arg-type]

@@ -275,8 +275,14 @@ def release_freed_memory() -> None:
     freed in its arenas, so a worker held far more memory than it used (docs/engine.md, "Memory", and
     "Measurements behind the code"). Elsewhere (not glibc) this does nothing."""
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> bool:
+    """malloc_trim(0): free pages of every arena back to the kernel; False where libc lacks it."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    return False
 
 
 def configure_torch_threads() -> None:

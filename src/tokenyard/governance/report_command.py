@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, time, timedelta, timezone
 from typing import Any
 
@@ -20,6 +19,7 @@ import click
 import httpx
 
 from tokenyard.config import load_settings
+from tokenyard.governance.command import opened_store
 from tokenyard.governance.conversations import (
     ConversationFilter,
     export_conversations,
@@ -38,19 +38,9 @@ DAY = click.DateTime(formats=["%Y-%m-%d"])
 WHEN = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
 
 
-@contextmanager
-def opened(config_file: str | None) -> Iterator[Store]:
+def opened(config_file: str | None) -> AbstractContextManager[Store]:
     """The configured store at this code's schema (a SQLite file is migrated here)."""
-    settings = load_settings(config_file)
-    store = Store(settings.database_url(), settings.database.pool_size)
-    try:
-        if store.kind == "sqlite":
-            store.upgrade()
-        else:
-            store.require_current_schema()
-        yield store
-    finally:
-        store.close()
+    return opened_store(load_settings(config_file))
 
 
 def utc(value: datetime | None) -> datetime | None:

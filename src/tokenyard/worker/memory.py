@@ -11,22 +11,14 @@ never competes with a step or stalls the event loop. Without glibc it does nothi
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 from collections.abc import Callable
 
 from tokenyard.engine.base import EngineStats
+from tokenyard.engine.loader import trim_heap
 
 logger = logging.getLogger(__name__)
 WORK_COUNTERS = ("tokens_generated", "prompt_tokens_computed")  # chat engines' `EngineStats.extra`
-
-
-def trim_heap() -> bool:
-    """malloc_trim(0): free pages of every arena back to the kernel; False where libc lacks it."""
-    with contextlib.suppress(OSError, AttributeError):
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    return False
 
 
 class IdleTrim:
