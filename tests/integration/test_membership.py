@@ -108,7 +108,8 @@ def test_client_disconnect_aborts_generation_on_worker(small_cluster: Cluster) -
 
 
 def test_client_disconnect_aborts_non_streamed_generation(small_cluster: Cluster) -> None:
-    endless = {**LONG_STREAM, "max_tokens": 1800, "stream": False}
+    # Logprobs slow each token a little: a wider window for the client to leave while it generates.
+    endless = {**LONG_STREAM, "max_tokens": 1800, "stream": False, "logprobs": True, "top_logprobs": 20}
     worker = small_cluster.workers["chat"]
     status = lambda: httpx.get(f"http://127.0.0.1:{worker.port}/status", timeout=5).json()  # type: ignore[attr-defined]  # noqa: E731
     host, port = small_cluster.gateway_url.removeprefix("http://").split(":")
