@@ -12,6 +12,11 @@ from tests.integration.processes import Cluster
 from tests.webui.chat_helpers import REPLY, force_length, open_chat, send, wait_reply_done
 
 TITLES = "#conversation-list .conversation-title"
+# The raw text of the reply at the end of the branch on screen.
+SHOWN_REPLY = (
+    "() => { const s = TYChat.state; const c = s.conversations.find(x => x.id === s.currentId);"
+    " return TYConversations.find(c, c.leaf).content; }"
+)
 
 
 def chat(page: Page, text: str, replies: int) -> None:
@@ -86,7 +91,9 @@ def test_regenerate_copy_and_vote(web_cluster: Cluster, page: Page, context: Bro
     open_chat(page, web_cluster.gateway_url)
     force_length(page, 5)
     chat(page, "say something", 1)
+    # innerText, compared as innerText below: a Markdown line break is a <br>, which textContent drops.
     first = page.locator(f"{REPLY} .msg-body").inner_text()
+    first_raw = page.evaluate(SHOWN_REPLY)
     page.get_by_role("button", name="Regenerate this reply").click()
     wait_reply_done(page)
     expect(page.locator(f"{REPLY} .branch-count")).to_have_text("2/2")
@@ -94,13 +101,11 @@ def test_regenerate_copy_and_vote(web_cluster: Cluster, page: Page, context: Bro
     page.locator(REPLY).get_by_role("button", name="Copy this message").click()
     expect(page.locator("#notice")).to_have_text("Copied.")
     copied = page.evaluate("navigator.clipboard.readText()")
-    shown = page.evaluate(
-        "() => { const s = TYChat.state; const c = s.conversations.find(x => x.id === s.currentId);"
-        " return TYConversations.find(c, c.leaf).content; }"
-    )
+    shown = page.evaluate(SHOWN_REPLY)
     assert copied == shown and copied  # the raw reply, Markdown source included
     page.get_by_role("button", name="Previous version").click()
-    expect(page.locator(f"{REPLY} .msg-body")).to_have_text(first)
+    expect(page.locator(f"{REPLY} .msg-body")).to_have_text(first, use_inner_text=True)
+    assert page.evaluate(SHOWN_REPLY) == first_raw
 
     up = page.locator(REPLY).get_by_role("button", name="Good reply (thumbs up)")
     up.click()
