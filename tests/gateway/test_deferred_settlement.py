@@ -3,7 +3,7 @@ applies what is left."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tokenyard.gateway.metering import Metering
@@ -26,10 +26,11 @@ class FlakyCounters:
         self.down = False
         self.adjust_calls = 0
 
-    def reserve(self, targets: list[Target], amounts: Amounts) -> QuotaSpec | None:
-        for target in targets:
-            self.values[target] = self.values.get(target, Amounts()).plus(amounts)
-        return None
+    def reserve_many(self, requests: Sequence[tuple[list[Target], Amounts]]) -> list[QuotaSpec | None]:
+        for targets, amounts in requests:
+            for target in targets:
+                self.values[target] = self.values.get(target, Amounts()).plus(amounts)
+        return [None] * len(requests)
 
     def adjust(self, deltas: Mapping[Target, Amounts]) -> None:
         self.adjust_calls += 1

@@ -129,3 +129,39 @@ def test_deferred_settlements_of_many_calls_land_in_one_flush(store: Store, redi
     service.reserve("acme", "ty-key1", Amounts(calls=1, tokens=900))  # the room came back
     if client is not None:
         client.close()
+
+
+@pytest.mark.parametrize("where", ["store", "redis"])
+def test_a_batch_of_reservations_answers_each_call_as_alone(store: Store, redis_prefix: str, where: str) -> None:
+    """Reservations taken together (one transaction, one pipeline) refuse and admit as one at a time
+    would; a call refused by its tenant's quota leaves nothing on its key's (taken first, the
+    targets' order), where the next call of the same batch finds the room."""
+    if where == "redis" and store.kind != "sqlite":
+        pytest.skip("the quotas' limits come from the store; one kind of store is enough here")
+    set_quota(store, "tenant", "acme", QuotaChange(tokens=300, period="day"))
+    set_quota(store, "key", "ty-k", QuotaChange(tokens=500, period="day"))
+    set_quota(store, "tenant", "other", QuotaChange(calls=1, period="month"))
+    client = redis.Redis.from_url(REDIS_URL) if where == "redis" else None
+    counters = RedisCounters(client, redis_prefix) if client is not None else SqlCounters(store)
+    service = QuotaService(store, counters)
+    results = service.reserve_many(
+        [
+            ("acme", "ty-k", Amounts(calls=1, tokens=400)),  # the key's 500 admit it, the tenant's 300 not
+            ("acme", "ty-k", Amounts(calls=1, tokens=300)),  # fits only if the first left nothing on the key
+            ("other", None, Amounts(calls=1)),
+            ("other", None, Amounts(calls=1)),  # the month's one call is taken just before
+            ("free", None, Amounts(calls=1, tokens=10**9)),  # no quota: not counted
+        ]
+    )
+    assert [type(r).__name__ for r in results] == [
+        "QuotaExceededError",
+        "Reservation",
+        "Reservation",
+        "QuotaExceededError",
+        "Reservation",
+    ]
+    assert "tenant 'acme'" in str(results[0]) and "tenant 'other'" in str(results[3])
+    key, tenant = service.reserve_many([("acme", "ty-k", Amounts())])[0].targets  # type: ignore[union-attr]
+    assert counters.used(*tenant) == counters.used(*key) == Amounts(calls=1, tokens=300)
+    if client is not None:
+        client.close()

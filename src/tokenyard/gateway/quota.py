@@ -25,7 +25,7 @@ from tokenyard.errors import QuotaExceededError, TokenyardError
 from tokenyard.gateway.body import read_body, replay_body
 from tokenyard.gateway.metering import METERED_ENDPOINTS, Metering
 from tokenyard.gateway.outcome import RequestTracker
-from tokenyard.governance.quotas import Amounts, to_micros
+from tokenyard.governance.quotas import Amounts, QuotaService, Reservation, to_micros
 from tokenyard.governance.records import usage_record
 from tokenyard.protocol.outcome import RequestOutcome
 from tokenyard.web import send_error
@@ -48,9 +48,53 @@ def most_new_tokens(data: dict[str, Any], context_length: int | None) -> int:
     return int(limit) * choices * prompts
 
 
+class ReservationBatcher:
+    """Sends the reservations asked for while one batch is at the counters as the next batch.
+
+    Under load calls arrive together (a step of the engine ends many at once), and a batch shares one
+    thread hop and one transaction (on SQLite one fsync; on Redis one round trip) instead of paying
+    one each. A call that finds nothing in flight goes at once, so an idle gateway adds no wait."""
+
+    def __init__(self, quotas: QuotaService) -> None:
+        self.quotas = quotas
+        self._waiting: list[tuple[str, str | None, Amounts, asyncio.Future[Reservation]]] = []
+        self._drain: asyncio.Task[None] | None = None
+
+    async def reserve(self, tenant: str, key_prefix: str | None, amounts: Amounts) -> Reservation:
+        """As `QuotaService.reserve`: the reservation, or QuotaExceededError, or the store's error."""
+        future: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
+        self._waiting.append((tenant, key_prefix, amounts, future))
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._send_batches())
+        return await future
+
+    async def _send_batches(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    results = await asyncio.to_thread(self.quotas.reserve_many, [call[:3] for call in batch])
+                except Exception as exc:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (*_, future), result in zip(batch, results, strict=True):
+                    if isinstance(result, QuotaExceededError):
+                        if not future.done():
+                            future.set_exception(result)
+                    elif future.done():  # the caller is gone (its client left): give the room back
+                        self.quotas.defer(result, Amounts())
+                    else:
+                        future.set_result(result)
+        finally:
+            self._drain = None
+
+
 class QuotaMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._batcher: ReservationBatcher | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metering: Metering | None = getattr(scope["app"].state, "metering", None) if "app" in scope else None
@@ -100,8 +144,10 @@ class QuotaMiddleware:
         cost = metering.prices.most(model, principal.tenant, len(body), new_tokens)
         amounts = Amounts(calls=1, tokens=len(body) + new_tokens, cost_micros=to_micros(cost))
         assert metering.quotas is not None
+        if self._batcher is None or self._batcher.quotas is not metering.quotas:
+            self._batcher = ReservationBatcher(metering.quotas)
         try:
-            return await asyncio.to_thread(metering.quotas.reserve, principal.tenant, principal.key_prefix, amounts)
+            return await self._batcher.reserve(principal.tenant, principal.key_prefix, amounts)
         except QuotaExceededError:
             raise
         except Exception as exc:

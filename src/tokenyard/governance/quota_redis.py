@@ -8,7 +8,7 @@ gateways can never both take the last unit. Hashes expire a day after their peri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 import redis
@@ -61,15 +61,22 @@ class RedisCounters:
     def key(self, spec: QuotaSpec, start: str) -> str:
         return f"{self._prefix}quota:{spec.scope}:{spec.subject}:{start}"
 
-    def reserve(self, targets: list[Target], amounts: Amounts) -> QuotaSpec | None:
+    def reserve_many(self, requests: Sequence[tuple[list[Target], Amounts]]) -> list[QuotaSpec | None]:
+        """One script call a request (each atomic), all sent in one pipeline: one round trip."""
         now = datetime.now(timezone.utc)
-        args: list[int] = [amounts.calls, amounts.tokens, amounts.cost_micros]
-        for spec, _ in targets:
-            expires = period_end(spec.period, now) + timedelta(days=1)
-            args += [_limit(spec.max_calls), _limit(spec.max_tokens), _limit(spec.max_cost_micros)]
-            args.append(int(expires.timestamp()))
-        refused = int(self._reserve(keys=[self.key(s, p) for s, p in targets], args=args))
-        return None if refused == 0 else targets[refused - 1][0]
+        pipeline = self._client.pipeline(transaction=False)
+        for targets, amounts in requests:
+            args: list[int] = [amounts.calls, amounts.tokens, amounts.cost_micros]
+            for spec, _ in targets:
+                expires = period_end(spec.period, now) + timedelta(days=1)
+                args += [_limit(spec.max_calls), _limit(spec.max_tokens), _limit(spec.max_cost_micros)]
+                args.append(int(expires.timestamp()))
+            self._reserve(keys=[self.key(s, p) for s, p in targets], args=args, client=pipeline)
+        answers = pipeline.execute()
+        return [
+            None if int(refused) == 0 else targets[int(refused) - 1][0]
+            for (targets, _), refused in zip(requests, answers, strict=True)
+        ]
 
     def adjust(self, deltas: Mapping[Target, Amounts]) -> None:
         if not deltas:
