@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
+import pytest
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.types import Message
 
-from tests.gateway.fakes import FakeWorker, client_request, service, sse_events
-from tokenyard.errors import WorkerError
+from tests.gateway.fakes import FakeWorker, FakeWorkers, client_request, service, sse_events
+from tokenyard.errors import ClientClosedRequestError, WorkerError
 from tokenyard.gateway.filtering import ContentScreen
 from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.protocol.internal import GenerateRequest
@@ -114,3 +119,26 @@ async def test_a_streamed_tool_call_finishes_with_tool_calls() -> None:
     calls = [t for e in events[:-1] for c in e.get("choices", []) for t in c["delta"].get("tool_calls", [])]
     assert calls[0]["function"]["name"] == "get_weather" and calls[0]["id"].startswith("call_")
     assert finish_reasons(events) == {0: "tool_calls"}
+
+
+async def test_a_client_leaving_a_whole_answer_aborts_its_generation_at_once() -> None:
+    # A long generation (5,000 tokens at ~1 ms) that the client leaves 50 ms in.
+    long = FakeWorker("w0", answer=lambda request: ["x"] * 5000, delay=0.001)
+    generation = service(long)
+
+    async def receive() -> Message:
+        await asyncio.sleep(0.05)
+        return {"type": "http.disconnect"}
+
+    leaving = Request(
+        {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "state": {}}, receive
+    )
+    started = time.monotonic()
+    with pytest.raises(ClientClosedRequestError):
+        await ChatServing(generation, ContentScreen(None)).create(chat(max_tokens=5000), leaving)
+    assert time.monotonic() - started < 3.0  # the whole answer takes 5 s or more
+    workers = generation.workers
+    assert isinstance(workers, FakeWorkers)
+    assert workers.streams[0].closed
+    await asyncio.sleep(0)  # the abort is sent in the background
+    assert workers.aborted == [(workers.streams[0].address, workers.streams[0].request.request_id)]

@@ -63,3 +63,38 @@ async def test_merge_times_out_with_a_typed_error_and_closes_streams() -> None:
         async for _ in merge_streams(streams, timeout=0.2):  # type: ignore[arg-type]
             pass
     assert streams[0].closed
+
+
+class CancellingStream:
+    """A long generation that cancels its reader just after handing it chunk `cancel_at`, before the
+    reader has taken it: the moment a client's leaving lands when a fast worker keeps chunks coming."""
+
+    def __init__(self, length: int, cancel_at: int) -> None:
+        self.length, self.cancel_at, self.closed = length, cancel_at, False
+        self.reader: asyncio.Task[int] | None = None
+
+    async def chunks(self) -> AsyncIterator[GenerateChunk]:
+        for n in range(self.length):
+            yield GenerateChunk(text="x", finish_reason="length" if n == self.length - 1 else None)
+            if n == self.cancel_at and self.reader is not None:
+                self.reader.cancel()
+            await asyncio.sleep(0)  # the reader takes each chunk before the next comes
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_merge_stops_when_cancelled_while_a_chunk_is_ready() -> None:
+    # The client leaving cancels the request's task once (`cancel_on_disconnect`). asyncio.wait_for
+    # (before Python 3.12) returned a chunk that was ready when its task was cancelled and dropped the
+    # cancellation (CPython gh-86296): the non-streamed request then ran its whole generation.
+    stream = CancellingStream(length=1000, cancel_at=10)
+
+    async def read() -> int:
+        return len([chunk async for chunk in merge_streams([stream], timeout=60)])  # type: ignore[list-item]
+
+    stream.reader = reader = asyncio.create_task(read())
+    done, _ = await asyncio.wait({reader}, timeout=5)
+    assert done, "the merge did not end"
+    assert reader.cancelled(), f"the cancellation was lost: the merge read all {reader.result()} chunks"
+    assert stream.closed

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
@@ -31,6 +30,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 SSE_DONE = "data: [DONE]\n\n"
 _END = object()
+_EXPIRED = object()  # the request timeout, queued behind the chunks that came before it
 
 
 def sse(payload: object) -> str:
@@ -138,8 +138,13 @@ async def merge_streams(
 
     Past `timeout` seconds it raises RequestTimeoutError; closing the streams then aborts the work.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
     queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
+    # The deadline arrives as an item of the queue, so each chunk is a plain `queue.get()`.
+    # asyncio.wait_for (before Python 3.12) returns a chunk that is ready when its task is cancelled
+    # and drops the cancellation (CPython gh-86296): a client that left a non-streamed request,
+    # cancelled once by `cancel_on_disconnect`, went unnoticed while a fast worker kept chunks coming.
+    loop = asyncio.get_running_loop()
+    expiry = None if timeout is None else loop.call_later(timeout, queue.put_nowait, (-1, _EXPIRED))
 
     async def pump(index: int, stream: ChunkStream) -> None:
         try:
@@ -154,15 +159,19 @@ async def merge_streams(
     try:
         remaining = len(tasks)
         while remaining:
-            index, item = await _next_item(queue, deadline, timeout)
+            index, item = await queue.get()
             if item is _END:
                 remaining -= 1
+            elif item is _EXPIRED:
+                raise RequestTimeoutError(f"The request did not finish within {timeout:g} s.")
             elif isinstance(item, Exception):
                 raise item
             else:
                 assert isinstance(item, GenerateChunk)
                 yield index, item
     finally:
+        if expiry is not None:
+            expiry.cancel()
         for task in tasks:
             task.cancel()
         # Shielded: when the client has gone, the request's scope is cancelled, yet the worker
@@ -170,17 +179,6 @@ async def merge_streams(
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
-
-
-async def _next_item(
-    queue: asyncio.Queue[tuple[int, object]], deadline: float | None, timeout: float | None
-) -> tuple[int, object]:
-    if deadline is None:
-        return await queue.get()
-    try:
-        return await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
-    except TimeoutError:
-        raise RequestTimeoutError(f"The request did not finish within {timeout:g} s.") from None
 
 
 async def _client_gone(request: Request) -> None:
