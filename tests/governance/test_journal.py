@@ -139,6 +139,19 @@ async def test_the_drain_gathers_the_records_of_calls_that_finish_close_together
     assert sorted(sink.stored) == list(range(5)) and sink.calls == 1  # one database transaction, not five
 
 
+async def test_the_drain_stops_when_cancelled_just_as_a_record_wakes_it(tmp_path: Path) -> None:
+    """Shutdown cancels the drain once and waits for it: a wake-up landing in the same instant must
+    not swallow the cancellation (asyncio.wait_for did, before Python 3.12)."""
+    pipeline = JournalPipeline(Journal(tmp_path), FlakySink(failures=0), idle_interval=30, gather_interval=0.01)
+    runner = asyncio.create_task(pipeline.run())
+    await asyncio.sleep(0.1)  # idle, waiting to be woken
+    pipeline._wake.set()  # what append does
+    runner.cancel()
+    done, _ = await asyncio.wait({runner}, timeout=2)
+    pipeline.journal.close()
+    assert runner in done and runner.cancelled()
+
+
 def test_an_encoded_record_is_written_as_it_is_and_read_back_as_json(tmp_path: Path) -> None:
     with Journal(tmp_path / "journal") as journal:
         journal.append([{"n": 1}, '{"n":2,"text":"日志"}'.encode()])

@@ -13,7 +13,6 @@ nothing, and a full batch is written without the pause).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -97,11 +96,28 @@ class JournalPipeline:
                 )
                 await asyncio.sleep(pause)
                 continue
-            if sent < self._batch_size:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_interval)
-                    await asyncio.sleep(self._gather_interval)  # woken: let more calls' records gather
+            if sent < self._batch_size and await self._woken_within(self._idle_interval):
+                await asyncio.sleep(self._gather_interval)  # woken: let more calls' records gather
+
+    async def _woken_within(self, seconds: float) -> bool:
+        """Wait for `append` to wake the drain, at most `seconds`; True if it did.
+
+        Not asyncio.wait_for: before Python 3.12 it drops a cancellation that arrives as the wait
+        ends (CPython gh-86296), and `stop` cancels this task once and then waits for it."""
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._wake.set()
+
+        self._wake.clear()
+        timer = asyncio.get_running_loop().call_later(seconds, expire)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+        return not expired
 
     async def drain(self, timeout: float) -> bool:
         """Send everything waiting (on shutdown); False if the sink could not take it all in time."""
