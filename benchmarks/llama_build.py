@@ -1,10 +1,14 @@
-"""Build llama.cpp's `llama-server` from the llama-cpp-python sdist, once, into a cache folder.
+"""Build llama.cpp's `llama-server` (or its tools) from the llama-cpp-python sdist, once, into a cache folder.
 
 No llama.cpp code lives in this repository: the sdist (which vendors llama.cpp) is fetched with pip's
 ordinary client, unpacked and compiled with the flags docs/benchmarks.md lists. Later runs find the
 binary in the cache and skip all of it. Run alone to build ahead of a benchmark:
 
     .venv/bin/python benchmarks/llama_build.py [--cache .cache/llama-server]
+
+`--tools` builds llama-quantize, llama-tokenize and llama-perplexity instead (what
+benchmarks/kquant_perplexity.py runs), into their own cache folder (`.cache/llama-tools-VERSION`): they
+compile much of llama.cpp's common code that the server does not, ~20-45 min on two shared cores.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from pathlib import Path
 # is another peer (its speed on this CPU differs), so a ratio is only comparable at the same version.
 LLAMA_CPP_PYTHON = "0.3.36"
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / f"llama-server-{LLAMA_CPP_PYTHON}"
+TOOLS_CACHE = DEFAULT_CACHE.parent / f"llama-tools-{LLAMA_CPP_PYTHON}"
+SERVER_TARGETS = ["llama-server"]
+TOOL_TARGETS = ["llama-quantize", "llama-tokenize", "llama-perplexity"]
 
 # Network features off: this machine reaches only package registries, and LLAMA_USE_PREBUILT_UI (on by
 # default) would try to download a web UI at configure time.
@@ -43,9 +50,9 @@ CMAKE_FLAGS = [
 ]
 
 
-def binary_path(cache: Path) -> Path:
-    """Where the finished binary lives; its presence means the build is done."""
-    return cache / "bin" / "llama-server"
+def binary_path(cache: Path, target: str = "llama-server") -> Path:
+    """Where a finished binary lives; the bin folder's presence means the build is done."""
+    return cache / "bin" / target
 
 
 def _download_sdist(dest: Path) -> Path:
@@ -63,17 +70,18 @@ def _unpack(sdist: Path, dest: Path) -> Path:
     return next(p for p in dest.iterdir() if p.is_dir()) / "vendor" / "llama.cpp"
 
 
-def build(cache: Path = DEFAULT_CACHE, jobs: int = 2) -> Path:
-    """Return the path of a built `llama-server`, building it first if the cache lacks one (~4 min on 2 cores)."""
-    target = binary_path(cache)
-    if target.exists():
+def build(cache: Path = DEFAULT_CACHE, jobs: int = 2, targets: list[str] = SERVER_TARGETS) -> Path:
+    """Return the path of the first built target (`llama-server`: ~4 min on 2 cores), building them
+    first if the cache lacks them."""
+    target = binary_path(cache, targets[0])
+    if all(binary_path(cache, name).exists() for name in targets):
         return target
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as work:
         source = _unpack(_download_sdist(Path(work)), Path(work))
         build_dir = Path(work) / "build"
         subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *CMAKE_FLAGS], check=True)
-        subprocess.run(["cmake", "--build", str(build_dir), "--target", "llama-server", f"-j{jobs}"], check=True)
+        subprocess.run(["cmake", "--build", str(build_dir), "--target", *targets, f"-j{jobs}"], check=True)
         if (source / "LICENSE").exists():
             shutil.copy(source / "LICENSE", cache / "LICENSE")
         (build_dir / "bin").rename(cache / "bin.tmp")
@@ -84,10 +92,15 @@ def build(cache: Path = DEFAULT_CACHE, jobs: int = 2) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="Cache folder (default: %(default)s).")
+    default = f"{DEFAULT_CACHE}, with --tools {TOOLS_CACHE}"
+    parser.add_argument("--cache", type=Path, help=f"Cache folder (default: {default}).")
     parser.add_argument("--jobs", type=int, default=2, help="Parallel compile jobs (default: %(default)s).")
+    parser.add_argument("--tools", action="store_true", help=f"Build {', '.join(TOOL_TARGETS)} instead of the server.")
     args = parser.parse_args()
-    print(build(args.cache, args.jobs))
+    targets = TOOL_TARGETS if args.tools else SERVER_TARGETS
+    cache = args.cache or (TOOLS_CACHE if args.tools else DEFAULT_CACHE)
+    built = build(cache, args.jobs, targets)
+    print(built.parent if args.tools else built)  # --tools: the folder kquant_perplexity.py's --llama-bin takes
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """K-quant and 32-channel GGUF blocks: decoding against the `gguf` package's reference dequantisation,
-the tile layout, and the native K-quant kernel against the product of the dequantised weights with
-activations quantised as llama.cpp's Q8_K.
+the tile layout, the native K-quant kernel against the product of the dequantised weights with
+activations quantised as llama.cpp's Q8_K, and the block kernel's one-part mode (the 32-channel types
+of `--quantization gguf`) against the product with llama.cpp's Q8_0 / Q8_1 activations.
 
 The kernel tests run at 1 and 2 threads of the kernels' pool (the `kernel_threads` fixture) and skip,
 with the reason, where the native kernels cannot be built.
@@ -153,6 +154,78 @@ def test_block32_files_run_exactly_on_the_block_kernel(ggml_type: int) -> None:
     # is within 0.1% of the exact product, where q8_0 activations alone are ~1% off
     torch.testing.assert_close(layer(x).double(), expected, rtol=0, atol=1e-3 * expected.abs().max().item())
     assert (q8_0(x).double() @ weight.T - expected).abs().max() > (layer(x).double() - expected).abs().max()
+
+
+def llama_q8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """llama.cpp's Q8_0 / Q8_1 activations per block of 32: q = round(127 x / amax) [T, B, 32], the scale
+    amax / 127 stored as float16 [T, B], and Q8_1's s = float16(scale * sum q) [T, B] (float32 steps as
+    quantize_row_q8_0/q8_1 take them)."""
+    blocks = x.float().reshape(x.shape[0], -1, 32)
+    amax = blocks.abs().amax(dim=-1)
+    inverse = torch.where(amax > 0, 127 / amax, torch.zeros_like(amax))
+    q = torch.round(blocks * inverse[..., None])
+    d = amax / 127
+    return q, d.half().float(), (d * q.sum(dim=-1)).half().float()
+
+
+def llama_block_product(
+    x: torch.Tensor, raws: list[tuple[np.ndarray, int]], q8_1_types: tuple[int, ...] = (3, 7)
+) -> torch.Tensor:
+    """What llama.cpp computes for x @ W^T with W the stacked 32-channel parts: per block d_w dx sum(u q)
+    plus m times dx sum(q) (Q8_0; the offset folded into q) or Q8_1's rounded s (for Q4_1, Q5_1), in
+    float64."""
+    q, dx, s = (v.double() for v in llama_q8(x))
+    outs = []
+    for raw, ggml_type in raws:
+        u, d, m = (torch.from_numpy(np.asarray(v, dtype=np.float64)) for v in decode_block32(raw, ggml_type))
+        u = u.reshape(u.shape[0], -1, 32)  # [N, B, 32]
+        dots = torch.einsum("tbi,nbi->tnb", q, u)  # [T, N, B]
+        sums = s if ggml_type in q8_1_types else dx * q.sum(dim=-1)  # [T, B]
+        outs.append((dots * d[None] * dx[:, None] + m[None] * sums[:, None]).sum(dim=-1))
+    return torch.cat(outs, dim=1)
+
+
+def gguf_block_layer(raws: list[tuple[np.ndarray, int]], dtype: torch.dtype) -> BlockQLinear:
+    """The layer `--quantization gguf` makes of these parts (gguf_weights._replaced)."""
+    decoded = [decode_block32(raw, t) for raw, t in raws]
+    u, d, m = (torch.from_numpy(np.concatenate([part[j] for part in decoded])) for j in range(3))
+    bits = 4 if {t for _, t in raws} <= {2, 3} else 8
+    q8_1 = torch.cat([torch.full((raw.shape[0],), t in (3, 7)) for raw, t in raws])
+    linear = nn.Linear(u.shape[1], u.shape[0], bias=False).to(dtype)
+    return BlockQLinear(linear, bits, dense=False, blocks=(u.to(torch.int32), d, m), q8_1_rows=q8_1)
+
+
+@needs_native
+@pytest.mark.parametrize("ggml_type", sorted(BLOCK32_TYPES))
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gguf_block_layers_take_llama_cpp_activations(
+    ggml_type: int, rows: int, dtype: torch.dtype, kernel_threads: int
+) -> None:
+    raws = [(random_blocks(ggml_type, 48, 128, seed=rows), ggml_type)]
+    layer = gguf_block_layer(raws, dtype)
+    x = torch.randn(rows, 128, generator=torch.Generator().manual_seed(rows)).to(dtype)
+    out = layer(x)
+    assert out.dtype == dtype and out.shape == (rows, 48)
+    expected = llama_block_product(x, raws)  # the same integers and scales: only float rounding differs
+    scale = expected.abs().max().item()
+    tolerance = 2e-6 if dtype == torch.float32 else 8e-3  # bfloat16: the output's own rounding
+    assert (out.double() - expected).abs().max().item() <= tolerance * scale
+    if dtype == torch.float32:  # one part, not the two-part activations of our own int4/int8 (~15 bits)
+        exact = x.double() @ torch.from_numpy(reference(raws[0][0], ggml_type)).double().T
+        assert (out.double() - exact).abs().max().item() > 100 * tolerance * scale
+
+
+@needs_native
+def test_a_gguf_block_layer_takes_each_parts_activations_tile_by_tile(kernel_threads: int) -> None:
+    raws = [(random_blocks(t, 16, 256, seed=i), t) for i, t in enumerate([3, 8, 7, 6, 2])]  # Q4_1 Q8_0 Q5_1 ...
+    x = torch.randn(5, 256, generator=torch.Generator().manual_seed(3))
+    out = gguf_block_layer(raws, torch.float32)(x).double()
+    expected = llama_block_product(x, raws)
+    atol = 2e-6 * expected.abs().max().item()
+    torch.testing.assert_close(out, expected, rtol=0, atol=atol)
+    # Q8_1's rounded sum matters at this tolerance: Q8_0's exact one for the Q4_1 and Q5_1 rows is told apart
+    assert (out - llama_block_product(x, raws, q8_1_types=())).abs().max().item() > atol
 
 
 @needs_native

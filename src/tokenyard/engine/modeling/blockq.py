@@ -5,8 +5,11 @@ Weights are kept as blocks of 32 input channels per output row, w = d * u + m (f
 - 8-bit: u = q + 128 with q in -127..127 and m = -128 d, GGUF's Q8_0 grid (the output projection of
   SmolLM2's file is Q8_0, so it too is kept exactly).
 `pack_blockq` puts them in the kernel's tile layout (see blockq.cpp); `BlockQLinear.quantised_mm`
-quantises the activations per block to int8 and multiplies. Only on CPUs the kernel library loads on
-(`tokenyard.engine.native.kernels()`); elsewhere the layers in `quant.py` use torch's kernels.
+quantises the activations per block to int8 and multiplies: in two int8 parts for our own int4/int8
+(near exact), or, for a GGUF file's own blocks (`gguf_weights.py`), in one part as llama.cpp quantises
+them for each tile's type (Q8_0, or Q8_1 for Q4_1 and Q5_1), so the file scores as it does there.
+Only on CPUs the kernel library loads on (`tokenyard.engine.native.kernels()`); elsewhere the layers in
+`quant.py` use torch's kernels.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tokenyard.engine.modeling.quant import QuantisedLinear
 BLOCK = 32
 TILE = 16
 BLOCKQ_MAX_ROWS = 64  # single-threaded, it beats bfloat16 on two threads up to 64 rows (docs/engine.md)
+BLOCKQ_ONE_PART = 64  # kernels.h: the kind flag for llama.cpp's one-part activations
 
 
 def blockq_fits(linear: nn.Linear) -> bool:
@@ -69,18 +73,27 @@ class BlockQLinear(QuantisedLinear):
         dense: bool = True,
         float_output: bool = False,
         blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        q8_1_rows: torch.Tensor | None = None,
     ) -> None:
         """blocks: (u, d, m) as `quantise_blocks` returns them, taken as they are (a GGUF file's own
-        blocks, see gguf_weights.py); by default `linear`'s weight is quantised."""
+        blocks, see gguf_weights.py); by default `linear`'s weight is quantised.
+        q8_1_rows: [N] bool, given for a GGUF file's blocks: the activations are then quantised in one
+        int8 part as llama.cpp does, with Q8_1's rounded block sum for the rows marked (Q4_1, Q5_1 in the
+        file) and Q8_0 for the others. A tile of 16 rows takes Q8_1 if any of its rows does (a fused
+        layer's parts start on tile boundaries in every model we know of)."""
         super().__init__(linear, dense=dense)
         lib = native.kernels()
         if lib is None or not blockq_fits(linear):
             raise ValueError("BlockQLinear needs the native kernels and a [16n, 32k] weight")
         self.lib, self.bits = lib, bits
+        self.kind = bits if q8_1_rows is None else bits | BLOCKQ_ONE_PART  # NativeLinear.kind (kernels.h)
         self.float_output = float_output  # the output projection: float32 logits straight from the kernel
         if blocks is None:
             blocks = quantise_blocks(linear.weight.detach(), bits)
         weights, scales = pack_blockq(*blocks, bits)
+        if q8_1_rows is not None:  # after the scales, one uint16 per tile: 1 where it takes Q8_1
+            tiles = q8_1_rows.reshape(-1, TILE).any(dim=1).to(torch.int16).view(torch.float16)
+            scales = torch.cat([scales, tiles])
         self.register_buffer("weights", weights)
         self.register_buffer("scales", scales)
 
@@ -89,7 +102,7 @@ class BlockQLinear(QuantisedLinear):
         dtype = x.dtype
         x, out = kernel_buffers(x, self.out_features, self.float_output)
         self.lib.blockq_linear(
-            self.bits,
+            self.kind,
             self.weights.data_ptr(),
             self.scales.data_ptr(),
             self.out_features,
@@ -106,7 +119,8 @@ class BlockQLinear(QuantisedLinear):
         """Rows of the weight matrix, w = d u + m per block: ids [R] -> [R, K] float32 (see `pack_blockq`)."""
         tiles, blocks = self.out_features // TILE, self.in_features // BLOCK
         tile, row = rows // TILE, rows % TILE
-        scales = self.scales.view(tiles, blocks, 2, TILE)[tile, :, :, row].float()  # [R, blocks, 2]: d, m
+        scales = self.scales[: tiles * blocks * 2 * TILE].view(tiles, blocks, 2, TILE)  # without the tile flags
+        scales = scales[tile, :, :, row].float()  # [R, blocks, 2]: d, m
         if self.bits == 8:  # [tile, block, j, row, c] with k = 32b + 4j + c
             u = self.weights.view(tiles, blocks, 8, TILE, 4)[tile, :, :, row, :]  # [R, blocks, 8, 4]
         else:  # [tile, block, j, row, c], channel 8j + c in the low nibble and 8j + 4 + c in the high one

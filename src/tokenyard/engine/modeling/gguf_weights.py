@@ -7,8 +7,10 @@ layer's blocks straight from that file and keeps them as they are:
 - the 32-channel block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on the block kernel (`blockq.py`), whose
   w = d u + m with float16 d and m holds every one of them exactly: Q4_0/Q4_1 as 4-bit blocks, and
   any fused layer with a 5- or 8-bit part as 8-bit ones (Q5_0: u = q, m = -16 d; Q8_0: u = q + 128,
-  m = -128 d). K-quant files have these too: llama-quantize falls back to Q5_0/Q5_1/Q8_0 for rows
-  whose length is not a multiple of 256 (all but the MLP's down projection of SmolLM2-135M);
+  m = -128 d), with activations in one int8 part per block as llama.cpp quantises them for the type
+  (Q8_0, or Q8_1 for Q4_1 and Q5_1). K-quant files have these too: llama-quantize falls back to
+  Q5_0/Q5_1/Q8_0 for rows whose length is not a multiple of 256 (all but the MLP's down projection of
+  SmolLM2-135M);
 - anything else (float tensors, Q2_K, Q3_K, the IQ types, a fused layer that mixes K-quants with
   32-channel blocks) stays the dense layer the folder holds, and the start-up log counts them.
 No dense copy is kept: every step, prompt chunks included, multiplies the file's own weights, as
@@ -158,7 +160,9 @@ def _replaced(
         counts.update(BLOCK32_TYPES[ggml_type] for _, ggml_type in present)
         bits = 4 if types <= {Q4_0, Q4_1} else 8
         blocks32 = (torch.from_numpy(u.astype(np.int32)), torch.from_numpy(d), torch.from_numpy(m))
-        return BlockQLinear(linear, bits, dense=False, float_output=float_output, blocks=blocks32)
+        # llama.cpp's activations for each part's type: Q8_1 for those with a min, Q8_0 for the others
+        q8_1 = torch.cat([torch.full((raw.shape[0],), t in (Q4_1, Q5_1)) for raw, t in present])
+        return BlockQLinear(linear, bits, dense=False, float_output=float_output, blocks=blocks32, q8_1_rows=q8_1)
     counts["dense"] += 1
     return linear
 

@@ -52,8 +52,8 @@ def _native_linear(module: nn.Module) -> NativeLinear | None:
     layer = _unwrapped(module)
     bias = layer.bias.data_ptr() if getattr(layer, "bias", None) is not None else None
     n, k = layer.out_features, layer.in_features
-    if isinstance(layer, BlockQLinear):  # the kind is the bit count
-        return NativeLinear(layer.weights.data_ptr(), layer.scales.data_ptr(), layer.bits, n, k, bias)
+    if isinstance(layer, BlockQLinear):  # the kind is the bit count, with the activations' flag
+        return NativeLinear(layer.weights.data_ptr(), layer.scales.data_ptr(), layer.kind, n, k, bias)
     if isinstance(layer, KQuantLinear):  # the tile table where block layers have their scales
         return NativeLinear(layer.weights.data_ptr(), layer.tiles.data_ptr(), LINEAR_KQUANT, n, k, bias)
     if isinstance(layer, nn.Linear) and _dense_bf16(layer):

@@ -15,6 +15,7 @@ from typing import Any
 
 # NativeLinear.kind: which kernel runs the layer
 LINEAR_BLOCKQ4, LINEAR_BLOCKQ8 = 4, 8  # native blocks (blockq.cpp); `kind` is their bit count
+# plus BLOCKQ_ONE_PART (modeling/blockq.py) for a GGUF file's blocks, with llama.cpp's activations
 LINEAR_DENSE_BF16 = 16  # dense bfloat16 weights (dense.cpp)
 LINEAR_KQUANT = 256  # llama.cpp's K-quant blocks (kquant.cpp), the tile table in `scales`
 

@@ -16,6 +16,14 @@
 // group is broadcast from memory, so a multiply-add of 16 rows x 4 channels is one instruction per
 // token, and the weights are unpacked once for up to 8 tokens at a time.
 //
+// Activations in one or two parts. Our own int4/int8 quantisation takes each activation as two int8
+// parts (kFine below), close to exact. A GGUF file's blocks (`--quantization gguf`, kind with
+// BLOCKQ_ONE_PART) take llama.cpp's own activations for their type, so that a file scores as it does
+// in llama.cpp: one int8 part, the block's scale rounded to float16 as Q8_0 and Q8_1 store it, and for
+// the tiles whose weights llama.cpp pairs with Q8_1 (Q4_1, Q5_1) the block's sum dx * sum(q) rounded
+// to float16 as Q8_1's s; the other types (Q4_0, Q5_0, Q8_0) fold their offset into q, which is the
+// exact m * dx * sum(q) here.
+//
 // Plain C ABI (called through ctypes); output tiles are split over the kernels' thread pool (pool.h).
 
 #include <string.h>
@@ -41,7 +49,20 @@ constexpr int kMaxTokens = 8;  // tokens per pass over a weight tile: its accumu
 // (it answered "What is the capital of France?" with "L'Étoile, ..."; docs/engine.md).
 constexpr float kFine = 254.0f;
 
-template <int Bits, int Tokens>
+// One call's quantised activations: qx [tokens, k] int8 and, per token and block of 32, dx and the
+// sums that multiply m. Two-part: qfine [tokens, k], the fine part. One-part: sums_q81 as Q8_1's s,
+// for the tiles that q81 (one uint16 per tile, nonzero for Q8_1) marks; else null.
+struct Activations {
+    const int8_t* qx;
+    const int8_t* qfine;
+    const float* dx;
+    const float* sums;
+    const float* sums_q81;
+    const uint16_t* q81;
+};
+
+// Parts: 2 adds the fine part's dot product (qlo), 1 leaves it out (qlo unused).
+template <int Bits, int Parts, int Tokens>
 void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64_t k, const int8_t* qx,
                const int8_t* qlo, const float* dx, const float* sums, void* out, int out_bf16, int64_t n,
                int64_t row) {
@@ -61,15 +82,18 @@ void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64
                 __m512i first = _mm512_and_si512(packed, low);
                 __m512i second = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
                 for (int t = 0; t < Tokens; ++t) {
-                    int32_t a, c, af, cf;
+                    int32_t a, c;
                     memcpy(&a, q + t * k + 8 * j, 4);
                     memcpy(&c, q + t * k + 8 * j + 4, 4);
-                    memcpy(&af, ql + t * k + 8 * j, 4);
-                    memcpy(&cf, ql + t * k + 8 * j + 4, 4);
                     dot[t] = _mm512_dpbusd_epi32(dot[t], first, _mm512_set1_epi32(a));
                     dot[t] = _mm512_dpbusd_epi32(dot[t], second, _mm512_set1_epi32(c));
-                    dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], first, _mm512_set1_epi32(af));
-                    dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], second, _mm512_set1_epi32(cf));
+                    if (Parts == 2) {
+                        int32_t af, cf;
+                        memcpy(&af, ql + t * k + 8 * j, 4);
+                        memcpy(&cf, ql + t * k + 8 * j + 4, 4);
+                        dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], first, _mm512_set1_epi32(af));
+                        dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], second, _mm512_set1_epi32(cf));
+                    }
                 }
             }
         } else {
@@ -78,11 +102,14 @@ void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64
                 __m512i w = _mm512_loadu_si512(weights);
                 weights += 64;
                 for (int t = 0; t < Tokens; ++t) {
-                    int32_t a, af;
+                    int32_t a;
                     memcpy(&a, q + t * k + 4 * j, 4);
-                    memcpy(&af, ql + t * k + 4 * j, 4);
                     dot[t] = _mm512_dpbusd_epi32(dot[t], w, _mm512_set1_epi32(a));
-                    dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], w, _mm512_set1_epi32(af));
+                    if (Parts == 2) {
+                        int32_t af;
+                        memcpy(&af, ql + t * k + 4 * j, 4);
+                        dot_fine[t] = _mm512_dpbusd_epi32(dot_fine[t], w, _mm512_set1_epi32(af));
+                    }
                 }
             }
         }
@@ -92,7 +119,7 @@ void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64
         for (int t = 0; t < Tokens; ++t) {
             __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(dx[t * blocks + b]));
             __m512 products = _mm512_cvtepi32_ps(dot[t]);
-            products = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_fine[t]), fine, products);
+            if (Parts == 2) products = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_fine[t]), fine, products);
             total[t] = _mm512_fmadd_ps(products, scale, total[t]);
             total[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sums[t * blocks + b]), total[t]);
         }
@@ -107,54 +134,58 @@ void tile_pass(const uint8_t* weights, const uint16_t* scales, int blocks, int64
     }
 }
 
-template <int Bits>
-void tiles_pass(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int8_t* qx,
-                const int8_t* qlo, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16, int64_t first,
-                int64_t last) {
+template <int Bits, int Parts>
+void tiles_pass(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const Activations& a,
+                int64_t tokens, void* out, int out_bf16, int64_t first, int64_t last) {
     const int blocks = static_cast<int>(k / kBlock);
     const int64_t tile_bytes = static_cast<int64_t>(blocks) * kTile * kBlock * Bits / 8;
     const int64_t tile_scales = static_cast<int64_t>(blocks) * 2 * kTile;
     for (int64_t tile = first; tile < last; ++tile) {
         const uint8_t* w = weights + tile * tile_bytes;
         const uint16_t* s = scales + tile * tile_scales;
+        const float* tile_sums = a.q81 != nullptr && a.q81[tile] != 0 ? a.sums_q81 : a.sums;
         for (int64_t t0 = 0; t0 < tokens; t0 += kMaxTokens) {
             const int64_t count = tokens - t0 < kMaxTokens ? tokens - t0 : kMaxTokens;
-            const int8_t* q = qx + t0 * k;
-            const int8_t* ql = qlo + t0 * k;
-            const float* d = dx + t0 * blocks;
-            const float* sm = sums + t0 * blocks;
+            const int8_t* q = a.qx + t0 * k;
+            const int8_t* ql = Parts == 2 ? a.qfine + t0 * k : nullptr;
+            const float* d = a.dx + t0 * blocks;
+            const float* sm = tile_sums + t0 * blocks;
             void* o = out_bf16 ? static_cast<void*>(static_cast<uint16_t*>(out) + t0 * n)
                                : static_cast<void*>(static_cast<float*>(out) + t0 * n);
             const int64_t row = tile * kTile;
             switch (count) {
-                case 1: tile_pass<Bits, 1>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
-                case 2: tile_pass<Bits, 2>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
-                case 3: tile_pass<Bits, 3>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
-                case 4: tile_pass<Bits, 4>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
-                case 5: tile_pass<Bits, 5>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
-                case 6: tile_pass<Bits, 6>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
-                case 7: tile_pass<Bits, 7>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
-                default: tile_pass<Bits, 8>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 1: tile_pass<Bits, Parts, 1>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 2: tile_pass<Bits, Parts, 2>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 3: tile_pass<Bits, Parts, 3>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 4: tile_pass<Bits, Parts, 4>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 5: tile_pass<Bits, Parts, 5>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 6: tile_pass<Bits, Parts, 6>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                case 7: tile_pass<Bits, Parts, 7>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
+                default: tile_pass<Bits, Parts, 8>(w, s, blocks, k, q, ql, d, sm, o, out_bf16, n, row); break;
             }
         }
     }
 }
 
 // Output tiles split over the pool's threads: each reads its share of the weights once for all tokens.
-template <int Bits>
-void gemm(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int8_t* qx,
-          const int8_t* qlo, const float* dx, const float* sums, int64_t tokens, void* out, int out_bf16) {
+template <int Bits, int Parts>
+void gemm(const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const Activations& a,
+          int64_t tokens, void* out, int out_bf16) {
     const int64_t tiles = n / kTile;
     const int64_t grain = tiles / (8 * pool::threads()) > 1 ? tiles / (8 * pool::threads()) : 1;
     pool::parallel_for(tiles, grain, [&](int64_t first, int64_t last) {
-        tiles_pass<Bits>(weights, scales, n, k, qx, qlo, dx, sums, tokens, out, out_bf16, first, last);
+        tiles_pass<Bits, Parts>(weights, scales, n, k, a, tokens, out, out_bf16, first, last);
     });
 }
 
-// x [tokens, k] (bfloat16 if x_bf16, else float32) -> qx [tokens, k] int8, dx and sums [tokens, k / 32];
-// qfine: each value's rounding error in int8 steps of 1 / kFine (see kFine).
+inline float to_half_and_back(float value) { return _cvtsh_ss(_cvtss_sh(value, _MM_FROUND_TO_NEAREST_INT)); }
+
+// x [tokens, k] (bfloat16 if x_bf16, else float32) -> qx [tokens, k] int8, dx and sums [tokens, k / 32],
+// q = round(127 x / amax) and dx = amax / 127 per block (llama.cpp's Q8_0 and Q8_1). qfine non-null: each
+// value's rounding error in int8 steps of 1 / kFine (see kFine). Else one part as llama.cpp stores it: dx
+// rounded to float16, and sums_q81 = float16(dx sum q), Q8_1's s.
 void quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, int8_t* qfine, float* dx,
-              float* sums) {
+              float* sums, float* sums_q81) {
     const int64_t blocks = k / kBlock;
     const __m512 sign = _mm512_set1_ps(-0.0f), steps = _mm512_set1_ps(kFine);
     for (int64_t t = 0; t < tokens; ++t) {
@@ -168,13 +199,18 @@ void quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, 
             _mm_storeu_si128(reinterpret_cast<__m128i*>(qx + at), _mm512_cvtsepi32_epi8(qlo));
             _mm_storeu_si128(reinterpret_cast<__m128i*>(qx + at + 16), _mm512_cvtsepi32_epi8(qhi));
             float sum = static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi)));
-            {
-                __m512i flo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(rlo, _mm512_cvtepi32_ps(qlo)), steps));
-                __m512i fhi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(rhi, _mm512_cvtepi32_ps(qhi)), steps));
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(qfine + at), _mm512_cvtsepi32_epi8(flo));
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(qfine + at + 16), _mm512_cvtsepi32_epi8(fhi));
-                sum += static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(flo, fhi))) / kFine;
+            if (qfine == nullptr) {
+                const float stored = to_half_and_back(d);
+                dx[t * blocks + b] = stored;
+                sums[t * blocks + b] = stored * sum;
+                sums_q81[t * blocks + b] = to_half_and_back(d * sum);
+                continue;
             }
+            __m512i flo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(rlo, _mm512_cvtepi32_ps(qlo)), steps));
+            __m512i fhi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(rhi, _mm512_cvtepi32_ps(qhi)), steps));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(qfine + at), _mm512_cvtsepi32_epi8(flo));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(qfine + at + 16), _mm512_cvtsepi32_epi8(fhi));
+            sum += static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(flo, fhi))) / kFine;
             dx[t * blocks + b] = d;
             sums[t * blocks + b] = d * sum;
         }
@@ -185,21 +221,30 @@ void quantize(const void* x, int x_bf16, int64_t tokens, int64_t k, int8_t* qx, 
 
 extern "C" {
 
-// quantize then multiply in one call, the quantised activations in per-thread scratch.
-void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
+// quantize then multiply in one call, the quantised activations in per-thread scratch. kind: the bit
+// count (4 or 8), plus BLOCKQ_ONE_PART for llama.cpp's activations, when the scales are followed by one
+// uint16 per tile, nonzero where the tile's weights take Q8_1 (kernels.h).
+void blockq_linear(int kind, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16) {
     thread_local std::vector<int8_t> qx, qfine;
-    thread_local std::vector<float> dx, sums;
+    thread_local std::vector<float> dx, sums, sums_q81;
+    const bool one_part = (kind & BLOCKQ_ONE_PART) != 0;
+    const int bits = kind & ~BLOCKQ_ONE_PART;
     qx.resize(tokens * k);
-    qfine.resize(tokens * k);
+    qfine.resize(one_part ? 0 : tokens * k);
     dx.resize(tokens * k / kBlock);
     sums.resize(tokens * k / kBlock);
-    int8_t* fine = qfine.data();
-    quantize(x, x_bf16, tokens, k, qx.data(), fine, dx.data(), sums.data());
+    sums_q81.resize(one_part ? tokens * k / kBlock : 0);
+    quantize(x, x_bf16, tokens, k, qx.data(), one_part ? nullptr : qfine.data(), dx.data(), sums.data(),
+             sums_q81.data());
+    Activations a{qx.data(), qfine.data(), dx.data(), sums.data(), sums_q81.data(), nullptr};
+    if (one_part) a.q81 = scales + (n / kTile) * (k / kBlock) * 2 * kTile;
     if (bits == 4) {
-        gemm<4>(weights, scales, n, k, qx.data(), fine, dx.data(), sums.data(), tokens, out, out_bf16);
+        if (one_part) gemm<4, 1>(weights, scales, n, k, a, tokens, out, out_bf16);
+        else gemm<4, 2>(weights, scales, n, k, a, tokens, out, out_bf16);
     } else {
-        gemm<8>(weights, scales, n, k, qx.data(), fine, dx.data(), sums.data(), tokens, out, out_bf16);
+        if (one_part) gemm<8, 1>(weights, scales, n, k, a, tokens, out, out_bf16);
+        else gemm<8, 2>(weights, scales, n, k, a, tokens, out, out_bf16);
     }
 }
 

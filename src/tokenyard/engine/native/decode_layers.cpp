@@ -30,7 +30,8 @@ constexpr int is_bf16() {
 }
 
 // kind (see NativeLinear): 16, dense bfloat16 weights, passed for bfloat16 models only; 256, K-quant
-// blocks, with the tile table where the block kernel has its scales; 4 or 8, native blocks.
+// blocks, with the tile table where the block kernel has its scales; 4 or 8, native blocks (plus
+// BLOCKQ_ONE_PART for a GGUF file's own, which blockq_linear reads from the kind).
 template <typename T>
 void linear(const NativeLinear& l, const T* x, int64_t tokens, T* out) {
     if (l.kind == 256) {

@@ -5,9 +5,15 @@
 
 extern "C" {
 
-// What decode_layers reads for one linear layer. kind: 4 or 8, native blocks (blockq.cpp); 16, dense
-// bfloat16 weights (dense.cpp); 256, K-quant blocks (kquant.cpp). abi.py mirrors these structures as
+// What decode_layers reads for one linear layer. kind: 4 or 8, native blocks (blockq.cpp), plus
+// BLOCKQ_ONE_PART for a GGUF file's blocks; 16, dense bfloat16 weights (dense.cpp); 256, K-quant
+// blocks (kquant.cpp). abi.py mirrors these structures as
 // ctypes.Structure and checks their sizes against native_*_size() when it binds the library.
+// blockq_linear's kind flag: activations as llama.cpp quantises them for the weights' type (one int8
+// part per block of 32, Q8_0 or Q8_1) instead of two int8 parts. The scales are then followed by one
+// uint16 per output tile, nonzero where the tile's weights are Q4_1 or Q5_1 (Q8_1's rounded sum).
+#define BLOCKQ_ONE_PART 64
+
 struct NativeLinear {
     const uint8_t* weights;
     const void* scales;  // blocks: float16 d and m per tile and block; K-quant: the tile table; dense: null
@@ -34,7 +40,7 @@ int64_t native_shape_size();
 
 void native_set_threads(int threads);
 int native_threads();
-void blockq_linear(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
+void blockq_linear(int kind, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16);
 void kquant_linear(const uint8_t* weights, const int64_t* tiles, int64_t n, int64_t k, const void* x, int x_bf16,
                    int64_t tokens, void* out, int out_bf16);
