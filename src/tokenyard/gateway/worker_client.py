@@ -58,8 +58,16 @@ class GenerationStream:
 
 
 class WorkerClient:
-    def __init__(self, client: httpx.AsyncClient, timeout: float, stall_timeout: float) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        timeout: float,
+        stall_timeout: float,
+        whole_answers: httpx.AsyncClient | None = None,
+    ) -> None:
         self._client = client
+        # Calls whose answer is read whole (embeddings) may go through a leaner client (lean_transport.py).
+        self._whole_answers = whole_answers if whole_answers is not None else client
         # A worker streams at least a keepalive every few seconds, so a longer silence means it froze.
         self._timeout = httpx.Timeout(timeout, connect=5.0, read=stall_timeout)
 
@@ -89,7 +97,7 @@ class WorkerClient:
 
     async def embed(self, address: str, request: EmbedRequest) -> EmbedResponse:
         try:
-            response = await self._client.post(
+            response = await self._whole_answers.post(
                 f"{address}/embed", content=request.model_dump_json(), timeout=self._timeout
             )
         except httpx.TransportError as exc:
