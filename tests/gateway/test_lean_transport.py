@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tokenyard.gateway import lean_transport
-from tokenyard.gateway.lean_transport import LeanTransport
+from tokenyard.gateway.lean_transport import LeanClient, LeanTransport
 
 Answer = Callable[[bytes, bytes], bytes]
 
@@ -197,3 +197,30 @@ async def test_https_goes_to_the_fallback_transport() -> None:
     async with httpx.AsyncClient(transport=transport) as http:
         assert (await http.post("https://worker/embed", content=b"{}")).content == b"ok"
     assert seen == ["https://worker/embed"]
+
+
+async def test_lean_client_posts_with_its_headers_and_hooks() -> None:
+    server = RawServer(echo)
+
+    async def tag(request: httpx.Request) -> None:
+        request.headers["x-request-id"] = "req-3"
+
+    async with serving(server) as url, LeanClient({"x-token": "t"}, [tag]) as lean:
+        response = await lean.post(f"{url}/embed", content='{"a": 1}', timeout=httpx.Timeout(5.0))
+        again = await lean.post(f"{url}/embed", content=b"{}", timeout=httpx.Timeout(5.0))
+    assert response.status_code == 200 and response.json() == {"a": 1} and again.content == b"{}"
+    head = server.heads[0].lower()
+    assert b"\r\nx-token: t\r\n" in head and b"\r\nx-request-id: req-3\r\n" in head
+    assert server.connections == 1
+
+
+async def test_lean_client_goes_through_a_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = RawServer(echo)
+    async with serving(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with LeanClient({}) as lean:
+            response = await lean.post("http://worker.internal:8001/embed", content=b"{}", timeout=httpx.Timeout(5.0))
+    assert response.content == b"{}"
+    assert proxy.heads[0].lower().startswith(b"post http://worker.internal:8001/embed http/1.1")

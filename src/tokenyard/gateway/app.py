@@ -23,7 +23,7 @@ from tokenyard.gateway.auth import AdminAuthMiddleware, KeyAuthMiddleware
 from tokenyard.gateway.client_address import ClientAddressMiddleware, PrincipalNetworksMiddleware
 from tokenyard.gateway.filtering import ContentScreen
 from tokenyard.gateway.generation import GenerationService
-from tokenyard.gateway.lean_transport import LeanTransport
+from tokenyard.gateway.lean_transport import LeanClient
 from tokenyard.gateway.metering import build_metering
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
 from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
@@ -158,10 +158,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         hooks: list[Any] = [forward_request_id]  # internal calls carry the request's id (and trace)
         if settings.tracing.enabled:
             hooks.append(inject_trace_context)
-        hooks_of = {"request": hooks}
         async with (
-            httpx.AsyncClient(headers=headers, limits=limits, event_hooks=hooks_of) as client,
-            httpx.AsyncClient(headers=headers, event_hooks=hooks_of, transport=LeanTransport()) as whole_answers,
+            httpx.AsyncClient(headers=headers, limits=limits, event_hooks={"request": hooks}) as client,
+            LeanClient(headers, hooks) as whole_answers,  # embedding calls (gateway/lean_transport.py)
         ):
             router = Router(client, config.controller, config.models_cache_ttl, app.state.gateway_metrics)
             workers = WorkerClient(client, config.request_timeout, config.stall_timeout, whole_answers)

@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 transport for httpx, for internal calls whose answer is read whole (embeddings).
+"""A lean HTTP/1.1 client for internal calls whose answer is read whole (the gateway's embedding calls).
 
 httpx's default transport (httpcore's pool) walks every pooled connection twice per request and, for
 each idle one, asks its socket whether it is readable: a `getpeername` and a `select` per connection,
@@ -14,13 +14,20 @@ close), HTTP/2, or TLS: anything other than `http://` goes to httpx's own transp
 any byte of the answer (the server's keep-alive timeout raced it) is sent again once on a new
 connection; embedding calls are safe to repeat. httpx's client layer still runs around it: event
 hooks, default headers, timeouts, the Response object and its errors.
+
+`LeanClient` is the one method of an httpx client those calls use (`post`), over this transport:
+httpx's client layer cost another ~15 % of the gateway's CPU per embedding call (a cookie jar read and
+written through urllib's cookie machinery on every response, auth and redirect generators, URL
+merging), none of which internal calls need. Its request hooks run as httpx's do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from types import TracebackType
 from typing import cast
 
 import httpx
@@ -263,3 +270,44 @@ class LeanTransport(httpx.AsyncBaseTransport):
             connection.close()
         self._idle.clear()
         await self._fallback.aclose()
+
+
+RequestHook = Callable[[httpx.Request], Awaitable[None]]
+
+
+class LeanClient:
+    """`post` to internal services over a LeanTransport, with default headers and request hooks.
+
+    When the environment names a proxy, calls go through a plain httpx client, which honours it."""
+
+    def __init__(self, headers: Mapping[str, str], request_hooks: Sequence[RequestHook] = ()) -> None:
+        self._headers = httpx.Headers(headers)
+        self._hooks = list(request_hooks)
+        self._transport = LeanTransport()
+        proxied = bool(urllib.request.getproxies())
+        self._proxied = httpx.AsyncClient(headers=headers, event_hooks={"request": self._hooks}) if proxied else None
+
+    async def post(self, url: str, *, content: str | bytes, timeout: httpx.Timeout) -> httpx.Response:
+        if self._proxied is not None:
+            return await self._proxied.post(url, content=content, timeout=timeout)
+        request = httpx.Request(
+            "POST", url, headers=self._headers, content=content, extensions={"timeout": timeout.as_dict()}
+        )
+        for hook in self._hooks:
+            await hook(request)
+        response = await self._transport.handle_async_request(request)
+        await response.aread()
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+        if self._proxied is not None:
+            await self._proxied.aclose()
+
+    async def __aenter__(self) -> LeanClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 import httpx
 
 from tokenyard.errors import UpstreamError, WorkerError, error_from_body
+from tokenyard.gateway.lean_transport import LeanClient
 from tokenyard.protocol.internal import (
     AbortRequest,
     DispatchResponse,
@@ -63,11 +64,11 @@ class WorkerClient:
         client: httpx.AsyncClient,
         timeout: float,
         stall_timeout: float,
-        whole_answers: httpx.AsyncClient | None = None,
+        whole_answers: LeanClient | None = None,
     ) -> None:
         self._client = client
         # Calls whose answer is read whole (embeddings) may go through a leaner client (lean_transport.py).
-        self._whole_answers = whole_answers if whole_answers is not None else client
+        self._whole_answers: LeanClient | httpx.AsyncClient = whole_answers if whole_answers is not None else client
         # A worker streams at least a keepalive every few seconds, so a longer silence means it froze.
         self._timeout = httpx.Timeout(timeout, connect=5.0, read=stall_timeout)
 
