@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import httpx
+import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from tests.integration.conftest import CHAT_MODEL, EMBEDDING_MODEL
@@ -109,6 +110,38 @@ def test_embeddings_float_and_base64(client: OpenAI, cluster: Cluster) -> None:
     assert [d["embedding"] for d in raw["data"]] == vectors
     # The openai client asks for base64 by default and decodes it; both must agree.
     assert all(len(v) == len(vectors[0]) for v in vectors)
+
+
+async def test_concurrent_embedding_requests_each_get_their_own_vectors(cluster: Cluster) -> None:
+    # 16 at a time, one input each: they share the worker's batches and the gateway's pooled
+    # connections to it, yet each answer must be its own sentence's vector (and base64 the same floats).
+    import asyncio
+    import base64
+    import struct
+
+    # Token ids: the tiny model's vocabulary reads most words as one unknown token, and so gives many
+    # sentences the very same vector.
+    inputs = [[5 + i, 6 + (i * 7) % 50, 7 + i % 3] for i in range(40)]
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=60, limits=limits) as http:
+
+        async def one(i: int) -> list[float]:
+            encoding = "base64" if i % 2 else "float"
+            body = {"model": EMBEDDING_MODEL, "input": inputs[i], "encoding_format": encoding}
+            response = await http.post("/v1/embeddings", json=body)
+            assert response.status_code == 200, response.text
+            vector = response.json()["data"][0]["embedding"]
+            if encoding == "base64":
+                raw = base64.b64decode(vector)
+                return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+            return [float(x) for x in vector]
+
+        concurrent = await asyncio.gather(*(one(i) for i in range(len(inputs))))
+        whole = (await http.post("/v1/embeddings", json={"model": EMBEDDING_MODEL, "input": inputs})).json()
+    together = [d["embedding"] for d in whole["data"]]
+    for i, (mine, reference) in enumerate(zip(concurrent, together, strict=True)):
+        # the same floats (float32 through base64), from the worker's cache or a batch of any shape
+        assert mine == pytest.approx(reference, abs=1e-6), f"input {i} got another vector"
 
 
 async def test_async_client_concurrent_streams(async_client: AsyncOpenAI) -> None:
