@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tokenyard.engine.embedding import SimpleEmbeddingEngine, padding_groups
-from tokenyard.engine.embedding_batcher import DynamicBatcher, EmbeddingCache, cache_key
+from tokenyard.engine.embedding_batcher import SPLIT_FROM, DynamicBatcher, EmbeddingCache, cache_key
 from tokenyard.errors import ErrorCode, InvalidRequestError, NoHealthyWorkerError
 
 POISON = 666  # a token id the fake model fails on
@@ -100,6 +100,27 @@ async def test_the_wait_timeout_bounds_a_lone_requests_latency(fake: FakeForward
     started = time.monotonic()
     await batcher.embed([[8]])
     assert time.monotonic() - started < 0.2  # well under the 0.3 s wait, even on a busy CPU
+
+
+async def test_a_large_crowd_is_served_in_halves(fake: FakeForward) -> None:
+    batcher = DynamicBatcher(fake, max_batch_size=32, batch_wait_timeout=0.5, cache_size=0)
+    try:
+        first = await fake.hold_first_batch(batcher, [1])
+        crowd = await queued(*(batcher.embed([[i]]) for i in range(2, 2 + SPLIT_FROM)))  # SPLIT_FROM + 1 at once
+        fake.gate.set()
+        await asyncio.gather(first, *crowd)
+        assert [len(rows) for rows in fake.batches] == [1, SPLIT_FROM]
+        # Half that crowd starts a batch at once: the other half is expected to be in flight elsewhere.
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.embed([[100 + i]]) for i in range(SPLIT_FROM // 2 + 1)))
+        assert time.monotonic() - started < 0.3  # well under the 0.5 s wait for company
+        assert [len(rows) for rows in fake.batches] == [1, SPLIT_FROM, SPLIT_FROM // 2 + 1]
+        # Below SPLIT_FROM the whole crowd is expected: fewer callers wait for the rest, up to the timeout.
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.embed([[200 + i]]) for i in range(SPLIT_FROM // 2)))
+        assert 0.45 <= time.monotonic() - started < 2.0
+    finally:
+        await batcher.shutdown()
 
 
 async def test_repeated_inputs_hit_the_cache_and_the_oldest_are_evicted(
