@@ -34,6 +34,7 @@ import httpx
 
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is reused for; servers here keep theirs 30 s
 MAX_IDLE_PER_ORIGIN = 100  # the shared client's max_keepalive_connections
+MAX_CONNECTIONS = 1000  # the shared client's max_connections: more concurrent calls wait for a turn
 Origin = tuple[str, int]
 
 
@@ -198,6 +199,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle: dict[Origin, list[_Connection]] = {}
         self._fallback = fallback if fallback is not None else httpx.AsyncHTTPTransport()
         self._closed = False
+        self._turns = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -206,9 +208,20 @@ class LeanTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         wire = _wire(request, await request.aread())
         origin = (url.host, url.port or 80)
+        async with self._turns:
+            answer = await self._exchange(origin, wire, timeouts)
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),
+            extensions={"http_version": b"HTTP/1.1"},
+            request=request,
+        )
+
+    async def _exchange(self, origin: Origin, wire: bytes, timeouts: dict[str, float | None]) -> _Answer:
+        connection = self._take(origin)
+        reused = connection is not None
         while True:
-            connection = self._take(origin)
-            reused = connection is not None
             if connection is None:
                 connection = await self._connect(origin, timeouts.get("connect"))
             try:
@@ -216,19 +229,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
             except httpx.RemoteProtocolError:
                 connection.close()
                 if reused and connection.received_nothing:
-                    continue  # the server closed it as we sent: once more, on a new connection
+                    connection, reused = None, False  # the server closed it as we sent: again, on a new one
+                    continue
                 raise
             except BaseException:  # a timeout, or the caller cancelled: the connection's state is unknown
                 connection.close()
                 raise
             self._give_back(origin, connection, answer.keep_alive)
-            return httpx.Response(
-                answer.status,
-                headers=answer.headers,
-                stream=httpx.ByteStream(answer.body),
-                extensions={"http_version": b"HTTP/1.1"},
-                request=request,
-            )
+            return answer
 
     def _take(self, origin: Origin) -> _Connection | None:
         stack = self._idle.get(origin)
