@@ -214,6 +214,15 @@ async def test_lean_client_posts_with_its_headers_and_hooks() -> None:
     assert server.connections == 1
 
 
+async def test_lean_client_errors_name_their_request() -> None:
+    async with serving(RawServer(echo)) as url:
+        pass  # the port is free again
+    async with LeanClient({}) as lean:
+        with pytest.raises(httpx.ConnectError) as refused:
+            await lean.post(f"{url}/embed", content=b"{}", timeout=httpx.Timeout(5.0))
+    assert str(refused.value.request.url) == f"{url}/embed"
+
+
 async def test_lean_client_goes_through_a_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     proxy = RawServer(echo)
     async with serving(proxy) as proxy_url:

@@ -9,16 +9,15 @@ pop), a connection learns that the server closed it from the event loop (`eof_re
 request goes out in one write.
 
 What it does not do: stream a response (the body is read whole, by Content-Length, chunks or the
-close), HTTP/2, or TLS: anything other than `http://` goes to httpx's own transport, as do proxies
-(httpx mounts those itself). A request that finds its reused connection closed by the server before
-any byte of the answer (the server's keep-alive timeout raced it) is sent again once on a new
-connection; embedding calls are safe to repeat. httpx's client layer still runs around it: event
-hooks, default headers, timeouts, the Response object and its errors.
+close), HTTP/2, or TLS: anything other than `http://` goes to httpx's own transport. A request that
+finds its reused connection closed by the server before any byte of the answer (the server's keep-alive
+timeout raced it) is sent again once on a new connection; embedding calls are safe to repeat.
 
 `LeanClient` is the one method of an httpx client those calls use (`post`), over this transport:
 httpx's client layer cost another ~15 % of the gateway's CPU per embedding call (a cookie jar read and
 written through urllib's cookie machinery on every response, auth and redirect generators, URL
-merging), none of which internal calls need. Its request hooks run as httpx's do.
+merging), none of which internal calls need. It builds an httpx.Request with its default headers, runs
+the request hooks on it as httpx does, and answers an httpx.Response or raises httpx's errors.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import cast
 
@@ -92,8 +91,7 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(httpx.ReadTimeout("Timed out waiting for the response."))
 
     async def exchange(self, head_and_body: bytes, read_timeout: float | None) -> _Answer:
-        """Send one request, read its whole answer; raises httpx transport errors (httpx's client
-        attaches the request to them)."""
+        """Send one request, read its whole answer; raises httpx transport errors."""
         assert self.transport is not None
         self._buffer.clear()
         self.transport.write(head_and_body)
@@ -268,14 +266,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(str(exc)) from exc
         return connection
 
-    def idle_connections(self) -> Iterator[_Connection]:
-        for stack in self._idle.values():
-            yield from stack
-
     async def aclose(self) -> None:
         self._closed = True
-        for connection in list(self.idle_connections()):
-            connection.close()
+        for stack in self._idle.values():
+            for connection in stack:
+                connection.close()
         self._idle.clear()
         await self._fallback.aclose()
 
@@ -303,7 +298,11 @@ class LeanClient:
         )
         for hook in self._hooks:
             await hook(request)
-        response = await self._transport.handle_async_request(request)
+        try:
+            response = await self._transport.handle_async_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request  # as httpx's client does
+            raise
         await response.aread()
         return response
 
