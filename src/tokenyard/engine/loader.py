@@ -31,6 +31,7 @@ from tokenyard.engine.embedding import SimpleEmbeddingEngine, default_matmul_dty
 from tokenyard.engine.engine import BatchingGenerationEngine
 from tokenyard.engine.kv_budget import kv_cache_budget
 from tokenyard.engine.kv_cache import BlockManager
+from tokenyard.engine.model_config import generation_eos_ids, read_model_config
 from tokenyard.engine.model_runner import BLOCK_SIZE, HFRunner, LlamaRunner, ModelRunner, kv_bytes_per_token
 from tokenyard.engine.modeling.llama import LlamaSpec
 from tokenyard.engine.scheduler import Scheduler
@@ -136,14 +137,12 @@ def build_engine(
     folder: Path, config: WorkerConfig, *, device: torch.device, dtype: torch.dtype
 ) -> BatchingGenerationEngine:
     """Load the chat model in `folder` and build a (not yet started) continuous-batching engine for it."""
-    from transformers import AutoConfig
-
     config = _chat_settings(folder, config, device)  # concrete already from load_engine; other callers may pass auto
     batch = config.max_batch_size
     assert batch is not None  # _chat_settings sets it
     if config.quantization != "none" and device.type != "cpu":
         raise ModelLoadError(f"--quantization {config.quantization} uses CPU kernels; use --device cpu or none")
-    hf_config = AutoConfig.from_pretrained(folder)
+    hf_config = read_model_config(folder)
     context_length = _context_length(hf_config, config.context_length)
     runner = _load_runner(
         folder, hf_config, config, device=device, dtype=dtype, context_length=context_length, max_batch=batch
@@ -161,7 +160,7 @@ def build_engine(
         batch_wait_timeout=config.batch_wait_timeout,
     )
     tokenizer = HFPromptTokenizer.from_folder(folder)
-    eos = tokenizer.eos_token_ids() | _config_eos_ids(hf_config, folder)
+    eos = tokenizer.eos_token_ids() | _config_eos_ids(hf_config) | generation_eos_ids(folder)
     logger.info("engine: %s, %d KV blocks of %d tokens", type(runner).__name__, runner.num_blocks, BLOCK_SIZE)
     return BatchingGenerationEngine(runner, scheduler, tokenizer, context_length=context_length, eos_token_ids=eos)
 
@@ -252,17 +251,9 @@ def _first_int(config: Any, names: tuple[str, ...], *, default: int) -> int:
     return next((value for value in values if isinstance(value, int)), default)
 
 
-def _config_eos_ids(hf_config: Any, folder: Path) -> set[int]:
-    ids: set[int] = set()
-    sources: list[Any] = [hf_config]
-    if (folder / "generation_config.json").is_file():
-        from transformers import GenerationConfig
-
-        sources.append(GenerationConfig.from_pretrained(folder))
-    for source in sources:
-        value = getattr(source, "eos_token_id", None)
-        ids.update([value] if isinstance(value, int) else list(value or []))
-    return ids
+def _config_eos_ids(hf_config: Any) -> set[int]:
+    value = getattr(hf_config, "eos_token_id", None)
+    return {value} if isinstance(value, int) else set(value or [])
 
 
 # --- process and device choices ---------------------------------------------------------------------
