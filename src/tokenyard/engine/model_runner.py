@@ -152,7 +152,7 @@ class LlamaRunner:
         tensors = read_state_dict(folder)  # first: a folder without weights fails before gigabytes are allocated
         with torch.device("meta"):
             model = LlamaModel(spec, max_positions)
-        model = model.to_empty(device=device).to(dtype)
+        model = materialised(model, device, dtype)
         model.rope.copy_(rope_table(spec, max_positions))  # the meta build left it empty
         load_llama_weights(model, tensors)
         del tensors
@@ -189,6 +189,21 @@ class LlamaRunner:
             if chunk.wants_prompt_logits
         ]
         return StepLogits(self.model.compute_logits(hidden[inputs.sample_rows]), prompt_logits)  # [N, V]
+
+
+def materialised(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A model built on the meta device, its tensors now uninitialised storage on `device`, the floating
+    ones in `dtype` (as `to_empty(device=device).to(dtype)`, without the float32 copy in between).
+
+    Not `to_empty`: its `empty_like` of a meta tensor runs through torch._refs, which imports
+    torch._dynamo and sympy, ~75 MiB that a worker would then hold for nothing (docs/engine.md,
+    "Sizing memory"); `torch.empty` of a shape does not."""
+
+    def empty(tensor: torch.Tensor) -> torch.Tensor:
+        kind = dtype if tensor.is_floating_point() else tensor.dtype
+        return torch.empty(tensor.shape, dtype=kind, device=device)
+
+    return model._apply(empty)
 
 
 class HFRunner:

@@ -83,7 +83,8 @@ def _rope_parameters(config: Any) -> dict[str, Any]:
 
 def rope_inverse_frequencies(head_dim: int, rope: dict[str, Any]) -> torch.Tensor:
     """Per-pair rotation speeds [head_dim / 2], with linear or Llama-3 scaling when configured."""
-    inv_freq = 1.0 / (rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim  # see rope_table
+    inv_freq = 1.0 / (rope["rope_theta"] ** exponents)
     kind = rope["rope_type"]
     if kind == "linear":
         return (inv_freq / rope["factor"]).float()
@@ -102,9 +103,13 @@ def rope_inverse_frequencies(head_dim: int, rope: dict[str, Any]) -> torch.Tenso
 
 
 def rope_table(spec: LlamaSpec, length: int) -> torch.Tensor:
-    """cos and sin for every position: [length, 2, head_dim], float32."""
+    """cos and sin for every position: [length, 2, head_dim], float32, on the CPU.
+
+    On the CPU whatever the default device: `LlamaRunner.load` builds the model on the meta device, where
+    `arange` runs through torch._refs, which imports torch._dynamo and sympy (~75 MiB a worker would then
+    hold for nothing; docs/engine.md, "Sizing memory")."""
     inv_freq = rope_inverse_frequencies(spec.head_dim, spec.rope)  # [D/2]
-    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)  # [L, D/2]
+    angles = torch.outer(torch.arange(length, dtype=torch.float32, device="cpu"), inv_freq)  # [L, D/2]
     angles = torch.cat([angles, angles], dim=-1)  # [L, D], Hugging Face's rotate-half layout
     return torch.stack([angles.cos(), angles.sin()], dim=1)  # [L, 2, D]
 
@@ -218,7 +223,10 @@ class LlamaModel(nn.Module):
     def __init__(self, spec: LlamaSpec, max_positions: int) -> None:
         super().__init__()
         self.spec = spec
-        self.embed_tokens: nn.Module = nn.Embedding(spec.vocab_size, spec.hidden_size)  # or HeadRows, see there
+        # An uninitialised table (the checkpoint fills it): nn.Embedding's own random init on the meta
+        # device would import torch._dynamo, as `rope_table` explains.
+        table = torch.empty(spec.vocab_size, spec.hidden_size)
+        self.embed_tokens: nn.Module = nn.Embedding(spec.vocab_size, spec.hidden_size, _weight=table)  # or HeadRows
         self.layers = nn.ModuleList(LlamaLayer(spec, i) for i in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.lm_head: nn.Module = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
