@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from tokenyard.store.models import Base
+from tokenyard.store import Base  # the package loads every model module: the metadata knows every table
 
 
 def run_migrations_online() -> None:
