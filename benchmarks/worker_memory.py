@@ -7,12 +7,16 @@ KV tokens), then sends waves of concurrent completions with long, distinct promp
 hits) until every page of the KV cache is resident: the engine takes the least recently freed block
 first, so traffic of more tokens than the cache holds writes every block. It reports the worker's
 VmRSS and a breakdown from /proc/PID/smaps after loading, right after the fill, and after a few
-seconds idle (when the worker has handed the heap the fill freed back, `worker/memory.py`):
+seconds idle (when the worker has handed the heap the fill freed back, `worker/memory.py`). A first
+run converts the model into `--home` before the servers start:
 
     PYTHONPATH=src .venv/bin/python benchmarks/worker_memory.py --home .cache/test-home
 
 RSS does not depend on CPU speed, so a loaded machine measures it as well as a quiet one (only the
-fill takes longer). The KV cache's two shared anonymous mappings (K and V) are found by size.
+fill takes longer), except for file pages: a page fault maps the neighbouring pages of a library that
+are already in the page cache too (fault-around), so libtorch's share of RSS depends on what other
+processes using torch have touched (65 MiB in one session, 122 in another); compare runs by their
+anonymous memory. The KV cache's two shared anonymous mappings (K and V) are found by size.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from typing import Any
 
 import httpx
 from servers import MODEL_ALIAS, running, tokenyard_server
+
+from tokenyard.models import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB, MIB = 1 << 30, 1 << 20
@@ -213,6 +219,9 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out_dir = ROOT / ".cache/worker-memory"
     kv_bytes = args.kv_tokens * SMOLLM2_KV_BYTES_PER_TOKEN
+    # Converted here on a first run, not in the worker: a worker that converts the GGUF has imported
+    # transformers' GGUF reader and held ~40 MiB more when idle (1,358.6 against 1,319.6 MiB).
+    resolve_model(MODEL_ALIAS, args.home.expanduser())
     flags = ["--kv-cache-memory", repr(kv_bytes / GIB), *args.worker_arg]
     server = tokenyard_server(out_dir / f"logs-{stamp}", args.home.expanduser(), flags)
     result: dict[str, Any] = {"worker_command": "", "phases": {}}
