@@ -1,6 +1,6 @@
 """A chat model's config.json and generation_config.json, read without transformers where the engine can.
 
-transformers' `AutoConfig` and `GenerationConfig` cost a worker ~70 MiB of resident memory for two
+transformers' `AutoConfig` and `GenerationConfig` cost a worker 81 MiB of resident memory for two
 small JSON files (they import `torch.distributed.tensor` and sympy; docs/engine.md, "Sizing
 memory"). For the llama family, which runs on the engine's own code, `read_model_config` reads
 config.json itself and fills what the file omits the way transformers' `LlamaConfig`,

@@ -196,7 +196,7 @@ def materialised(model: torch.nn.Module, device: torch.device, dtype: torch.dtyp
     ones in `dtype` (as `to_empty(device=device).to(dtype)`, without the float32 copy in between).
 
     Not `to_empty`: its `empty_like` of a meta tensor runs through torch._refs, which imports
-    torch._dynamo and sympy, ~75 MiB that a worker would then hold for nothing (docs/engine.md,
+    torch._dynamo and sympy, ~72 MiB that a worker would then hold for nothing (docs/engine.md,
     "Sizing memory"); `torch.empty` of a shape does not."""
 
     def empty(tensor: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,7 @@ def rope_table(spec: LlamaSpec, length: int) -> torch.Tensor:
     """cos and sin for every position: [length, 2, head_dim], float32, on the CPU.
 
     On the CPU whatever the default device: `LlamaRunner.load` builds the model on the meta device, where
-    `arange` runs through torch._refs, which imports torch._dynamo and sympy (~75 MiB a worker would then
+    `arange` runs through torch._refs, which imports torch._dynamo and sympy (~72 MiB a worker would then
     hold for nothing; docs/engine.md, "Sizing memory")."""
     inv_freq = rope_inverse_frequencies(spec.head_dim, spec.rope)  # [D/2]
     angles = torch.outer(torch.arange(length, dtype=torch.float32, device="cpu"), inv_freq)  # [L, D/2]
