@@ -23,7 +23,6 @@ from tokenyard.gateway.auth import AdminAuthMiddleware, KeyAuthMiddleware
 from tokenyard.gateway.client_address import ClientAddressMiddleware, PrincipalNetworksMiddleware
 from tokenyard.gateway.filtering import ContentScreen
 from tokenyard.gateway.generation import GenerationService
-from tokenyard.gateway.lean_transport import LeanClient
 from tokenyard.gateway.metering import build_metering
 from tokenyard.gateway.openapi import documented, drop_validation_error_schemas, error_responses
 from tokenyard.gateway.outcome import OutcomeListeners, OutcomeMiddleware
@@ -38,6 +37,7 @@ from tokenyard.gateway.serving_chat import ChatServing
 from tokenyard.gateway.serving_completion import CompletionServing
 from tokenyard.gateway.serving_embedding import EmbeddingServing
 from tokenyard.gateway.votes import router as votes_router
+from tokenyard.gateway.whole_answers import open_session
 from tokenyard.gateway.worker_client import WorkerClient
 from tokenyard.governance.content_filter import WordFilter
 from tokenyard.governance.principal import anonymous
@@ -160,7 +160,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             hooks.append(inject_trace_context)
         async with (
             httpx.AsyncClient(headers=headers, limits=limits, event_hooks={"request": hooks}) as client,
-            LeanClient(headers, hooks) as whole_answers,  # embedding calls (gateway/lean_transport.py)
+            open_session(headers, hooks) as whole_answers,  # embedding calls (gateway/whole_answers.py)
         ):
             router = Router(client, config.controller, config.models_cache_ttl, app.state.gateway_metrics)
             workers = WorkerClient(client, config.request_timeout, config.stall_timeout, whole_answers)

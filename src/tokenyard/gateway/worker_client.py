@@ -6,13 +6,15 @@ or a stream that ends without a finish reason becomes a WorkerError.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncGenerator
 
+import aiohttp
 import httpx
 
 from tokenyard.errors import UpstreamError, WorkerError, error_from_body
-from tokenyard.gateway.lean_transport import LeanClient
+from tokenyard.gateway.whole_answers import post_whole
 from tokenyard.protocol.internal import (
     AbortRequest,
     DispatchResponse,
@@ -64,13 +66,15 @@ class WorkerClient:
         client: httpx.AsyncClient,
         timeout: float,
         stall_timeout: float,
-        whole_answers: LeanClient | None = None,
+        whole_answers: aiohttp.ClientSession,
     ) -> None:
         self._client = client
-        # Calls whose answer is read whole (embeddings) may go through a leaner client (lean_transport.py).
-        self._whole_answers: LeanClient | httpx.AsyncClient = whole_answers if whole_answers is not None else client
+        # Calls whose answer is read whole (embeddings) go through a leaner client (gateway/whole_answers.py).
+        self._whole_answers = whole_answers
         # A worker streams at least a keepalive every few seconds, so a longer silence means it froze.
         self._timeout = httpx.Timeout(timeout, connect=5.0, read=stall_timeout)
+        # The same limits for aiohttp: `connect` covers the wait for a free connection, as httpx's pool timeout.
+        self._whole_timeout = aiohttp.ClientTimeout(connect=timeout, sock_connect=5.0, sock_read=stall_timeout)
 
     async def open_generation(self, target: DispatchResponse, request: GenerateRequest) -> GenerationStream:
         """Start generating; errors the worker answers before streaming are raised here."""
@@ -85,7 +89,7 @@ class WorkerClient:
         if response.status_code != 200:
             await response.aread()
             await response.aclose()
-            raise _error_of(response)
+            raise _error_of(response.status_code, response.content, response.headers.get("retry-after"))
         return GenerationStream(response, target)
 
     async def abort(self, address: str, request_id: str) -> None:
@@ -97,21 +101,19 @@ class WorkerClient:
             logger.debug("abort of %s at %s failed: %s", request_id, address, exc)
 
     async def embed(self, address: str, request: EmbedRequest) -> EmbedResponse:
+        body = request.model_dump_json().encode()
         try:
-            response = await self._whole_answers.post(
-                f"{address}/embed", content=request.model_dump_json(), timeout=self._timeout
-            )
-        except httpx.TransportError as exc:
-            raise WorkerError(f"Could not reach worker {address}: {exc}") from exc
-        if response.status_code != 200:
-            raise _error_of(response)
-        return EmbedResponse.model_validate_json(response.content)
+            answer = await post_whole(self._whole_answers, f"{address}/embed", body, self._whole_timeout)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise WorkerError(f"Could not reach worker {address}: {str(exc) or type(exc).__name__}") from exc
+        if answer.status != 200:
+            raise _error_of(answer.status, answer.body, answer.headers.get("retry-after"))
+        return EmbedResponse.model_validate_json(answer.body)
 
 
-def _error_of(response: httpx.Response) -> Exception:
+def _error_of(status: int, content: bytes, retry: str | None) -> Exception:
     try:
-        body: object = response.json()
+        body: object = json.loads(content)
     except ValueError:
         body = None
-    retry = response.headers.get("retry-after")
-    return error_from_body(response.status_code, body, retry_after=float(retry) if retry else None)
+    return error_from_body(status, body, retry_after=float(retry) if retry else None)
