@@ -18,6 +18,7 @@ seen closed: aiohttp's pool drops those when handing one out.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,9 @@ def open_session(headers: Mapping[str, str], request_hooks: Sequence[RequestHook
         headers=headers,
         middlewares=(run_hooks,) if hooks else (),
         cookie_jar=aiohttp.DummyCookieJar(),  # internal services set no cookies worth keeping
-        trust_env=True,  # HTTP_PROXY and NO_PROXY, as httpx honours them
+        # HTTP_PROXY and NO_PROXY, as httpx honours them; only when a proxy is named, as aiohttp then looks
+        # up the proxy and ~/.netrc in a thread on every request (docs/benchmarks.md, 22:03 UTC).
+        trust_env=bool(urllib.request.getproxies()),
     )
 
 
