@@ -58,7 +58,7 @@ def open_session(headers: Mapping[str, str], request_hooks: Sequence[RequestHook
         middlewares=(run_hooks,) if hooks else (),
         cookie_jar=aiohttp.DummyCookieJar(),  # internal services set no cookies worth keeping
         # HTTP_PROXY and NO_PROXY, as httpx honours them; only when a proxy is named, as aiohttp then looks
-        # up the proxy and ~/.netrc in a thread on every request (docs/benchmarks.md, 22:03 UTC).
+        # up the proxy and ~/.netrc in a thread on every request (docs/benchmarks.md, 22:01–22:23 UTC).
         trust_env=bool(urllib.request.getproxies()),
     )
 
