@@ -12,12 +12,12 @@ transformers' own config.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from tokenyard.errors import ModelLoadError
+from tokenyard.models.folder import read_json_object
 
 _DEFAULT_ROPE_THETA = 10000.0
 _SCALED_ROPE_TYPES = ("llama3", "yarn", "longrope")  # transformers adds their pre-training length
@@ -73,7 +73,7 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 def read_model_config(folder: Path) -> Any:
     """The model's config: attributes as transformers' config object has them for the fields the
     engine reads (the llama family, without importing transformers), else transformers' own."""
-    raw = _read_json(folder / "config.json")
+    raw = read_json_object(folder / "config.json")
     defaults = _FAMILY_DEFAULTS.get(str(raw.get("model_type")))
     if defaults is None:
         from transformers import AutoConfig
@@ -115,15 +115,5 @@ def generation_eos_ids(folder: Path) -> set[int]:
     path = folder / "generation_config.json"
     if not path.is_file():
         return set()
-    value = _read_json(path).get("eos_token_id")
+    value = read_json_object(path).get("eos_token_id")
     return {value} if isinstance(value, int) else {int(token) for token in value or []}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}; re-download the model".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} is not a JSON object; re-download the model")
-    return data

@@ -17,7 +17,7 @@ def detect_kind(folder: Path) -> ModelKind:
     """EMBED for sentence-transformers folders and encoders, GENERATE for causal language models."""
     if any((folder / name).is_file() for name in _SENTENCE_TRANSFORMERS_FILES):
         return ModelKind.EMBED
-    config = _read_json(folder / "config.json")
+    config = read_json_object(folder / "config.json")
     architectures = config.get("architectures")
     if not isinstance(architectures, list) or not architectures:
         return ModelKind.GENERATE  # old configs omit it; the causal-LM loader then says what is wrong
@@ -41,7 +41,8 @@ def check_context_setting(requested: int | None, limit: int) -> None:
         raise ModelLoadError(f"--context-length {requested} exceeds the model's maximum of {limit} tokens")
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A model file that must be a JSON object (config.json, generation_config.json); ModelLoadError otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
