@@ -117,4 +117,16 @@ def test_dequantised_rows_are_the_blocks_values(bits: int) -> None:
     u, d, m = quantise_blocks(linear.weight.detach(), bits)
     d, m = (scale.half().float().repeat_interleave(32, dim=1) for scale in (d, m))  # stored as float16
     rows = torch.tensor([0, 17, 47, 5, 17])
-    assert torch.equal(layer.dequantise_rows(rows), (d * u.float() + m)[rows])
+    expected = (d * u.float() + m)[rows]
+    assert torch.equal(layer.dequantise_rows(rows), expected)
+    # the embedding's lookup: rounded to bfloat16 in the kernel exactly as torch rounds
+    assert torch.equal(layer.dequantise_rows(rows, torch.bfloat16), expected.to(torch.bfloat16))
+    assert layer.dequantise_rows(torch.tensor([], dtype=torch.long)).shape == (0, 96)
+
+
+@needs_native
+@pytest.mark.parametrize("bad", [-1, 48])
+def test_dequantised_rows_refuse_ids_outside_the_matrix(bad: int) -> None:
+    layer = BlockQLinear(q4_1_grid_linear(48, 96), 8, dense=False)
+    with pytest.raises(IndexError):
+        layer.dequantise_rows(torch.tensor([3, bad]))

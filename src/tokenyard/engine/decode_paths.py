@@ -63,6 +63,8 @@ class NativeDecode:
             return None
         inputs = self.layout(plan)
         hidden = self.decoder(inputs.input_ids, inputs.positions, inputs.meta)  # [T, hidden]
+        if all(chunk.sample for chunk in chunks):  # every row is sampled, in order: no gather needed
+            return self.decoder.logits(hidden)
         return self.decoder.logits(hidden[inputs.sample_rows])  # [N, V]
 
 

@@ -36,6 +36,8 @@ class StepLayout:
     def __init__(self, attention: PagedAttention, block_size: int) -> None:
         self.attention, self.block_size = attention, block_size
         self.device = attention.k_cache.device
+        self.on_host = self.device.type == "cpu"
+        self.block_offsets = torch.arange(block_size)  # [bs]: a block's slots are block * bs + these
 
     def __call__(self, plan: SchedulerPlan) -> StepInputs:
         chunks = plan.chunks
@@ -73,11 +75,14 @@ class StepLayout:
     def context_slots(self, decodes: Seq[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         """(host) Each decoding sequence's cache slots [B, L], padded with slot 0 past its own length,
         and the lengths [B], the new token included."""
-        lengths = torch.tensor([chunk.start + 1 for chunk in decodes])  # [B] context incl. the new token
-        num_blocks = math.ceil(int(lengths.max()) / self.block_size)
+        # Lists first, tensors once: a decode step runs these right after the last one's kernels have
+        # flushed the caches, where each tensor op costs tens of µs (docs/engine.md, "Per-step overhead").
+        lengths = [chunk.start + 1 for chunk in decodes]  # context incl. the new token
+        num_blocks = math.ceil(max(lengths) / self.block_size)
         tables = [chunk.seq.block_table[:num_blocks] for chunk in decodes]
         padded = torch.tensor([table + [0] * (num_blocks - len(table)) for table in tables])  # [B, nb]
-        return (padded[:, :, None] * self.block_size + torch.arange(self.block_size)).flatten(1), lengths
+        slots = (padded.mul_(self.block_size).unsqueeze(2) + self.block_offsets).flatten(1)  # [B, nb * bs]
+        return slots, torch.tensor(lengths)
 
     def _prefill_chunk(self, chunk: ScheduledChunk, start_row: int, slots: torch.Tensor) -> PrefillChunk:
         # slots: [end] (host), the whole context's
@@ -95,4 +100,5 @@ class StepLayout:
         return slots[:length]
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long).to(self.device)
+        tensor = torch.tensor(values, dtype=torch.long)
+        return tensor if self.on_host else tensor.to(self.device)

@@ -205,8 +205,8 @@ class HeadRows(nn.Module):
     quantised embedding. The rows are the projection's values rounded to the model's dtype.
     """
 
-    def __init__(self, rows_of: Callable[[torch.Tensor], torch.Tensor], table: torch.Tensor) -> None:
-        """rows_of: ids [R] -> rows [R, hidden] float32 (`BlockQLinear.dequantise_rows`); table: the dropped table."""
+    def __init__(self, rows_of: Callable[[torch.Tensor, torch.dtype], torch.Tensor], table: torch.Tensor) -> None:
+        """rows_of: (ids [R], dtype) -> rows [R, hidden] (`BlockQLinear.dequantise_rows`); table: the dropped table."""
         super().__init__()
         self.rows_of = rows_of
         # The table's shape and dtype without its data (a meta tensor, not a parameter: it holds nothing),
@@ -214,7 +214,7 @@ class HeadRows(nn.Module):
         self.weight = torch.empty(table.shape, dtype=table.dtype, device="meta")
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.rows_of(input_ids).to(self.weight.dtype)  # [T] -> [T, hidden]
+        return self.rows_of(input_ids, self.weight.dtype)  # [T] -> [T, hidden]
 
 
 class LlamaModel(nn.Module):

@@ -80,6 +80,12 @@ class NativeDecoder:
         self.max_rows = DENSE_MAX_ROWS if dense else BLOCKQ_MAX_ROWS  # decode rows a step may have to run here
         head = _unwrapped(model.lm_head)
         self.dense_head = head if _dense_bf16(head) else None
+        # A quantised head without bias is called straight, not through the module wrappers around it.
+        quantised = isinstance(head, (BlockQLinear, KQuantLinear)) and head.bias is None
+        self.quantised_head = head if quantised else None
+        # The final norm straight on the kernel where `RMSNorm` itself would take it (same call, same result).
+        norm = model.norm
+        self.native_norm = norm.weight.dtype == attention.k_cache.dtype and spec.hidden_size % 16 == 0
 
     @classmethod
     def build(cls, model: LlamaModel, attention: PagedAttention) -> NativeDecoder | None:
@@ -122,11 +128,26 @@ class NativeDecoder:
             model.norm.eps,
             self.attention.scale,
         )
-        return model.norm(x)
+        return self._final_norm(x)
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """`model.norm(x)` on the same kernel, without the module call: after a step's layers every
+        Python op runs with cold caches, so each one a decode step skips is worth tens of µs."""
+        norm = self.model.norm
+        if not self.native_norm:
+            return norm(x)
+        out = torch.empty_like(x)
+        hidden = x.shape[-1]
+        self.lib.rms_norm(self.bf16, x.data_ptr(), norm.weight.data_ptr(), x.shape[0], hidden, norm.eps, out.data_ptr())
+        return out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`LlamaModel.compute_logits`, on the native dense kernel for a plain bfloat16 output projection
         and few rows: [N, hidden] -> [N, V] float32."""
+        quantised = self.quantised_head
+        if quantised is not None and (quantised.dense is None or hidden.shape[0] <= quantised.max_rows):
+            logits = quantised.quantised_mm(hidden)  # what the module would run, as `compute_logits` returns it
+            return logits if logits.dtype == torch.float32 else logits.float()
         head = self.dense_head
         if head is None or hidden.shape[0] > DENSE_OUTPUT_MAX_ROWS or hidden.dtype != torch.bfloat16:
             return self.model.compute_logits(hidden)

@@ -78,6 +78,7 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {  # name: (argument types, resu
         None,
     ),
     "blockq_linear": ([_i32, _ptr, _ptr, _i64, _i64, _ptr, _i32, _i64, _ptr, _i32], None),
+    "blockq_rows": ([_i32, _ptr, _ptr, _i64, _i64, _ptr, _i64, _ptr, _i32], _i32),
     "kquant_linear": ([_ptr, _ptr, _i64, _i64, _ptr, _i32, _i64, _ptr, _i32], None),
     "dense_bf16_linear": ([_ptr, _i64, _i64, _ptr, _i64, _ptr, _i32], None),
     "rms_norm": ([_i32, _ptr, _ptr, _i64, _i64, _f32, _ptr], None),

@@ -248,4 +248,46 @@ void blockq_linear(int kind, const uint8_t* weights, const uint16_t* scales, int
     }
 }
 
+// Rows of the weight matrix, w = d * u + m per block, for the ids asked (an embedding lookup from a
+// tied output projection): out [count, k], float32 or rounded to bfloat16 (nearest even, as torch).
+// d * u is exact in float32 (d has 11 significant bits, u at most 8), so the one rounding is the sum's
+// and the values equal torch's `d * u + m` whether or not the compiler fuses the two. Returns 0, or -1
+// (nothing written) if an id is outside [0, n).
+int blockq_rows(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int64_t* ids,
+                 int64_t count, void* out, int out_bf16) {
+    for (int64_t r = 0; r < count; ++r) {
+        if (ids[r] < 0 || ids[r] >= n) return -1;
+    }
+    const int64_t blocks = k / kBlock;
+    const int64_t tile_bytes = blocks * kBlock * bits / 8 * kTile;  // one tile's weights
+    for (int64_t r = 0; r < count; ++r) {
+        const int64_t id = ids[r];
+        const int64_t tile = id / kTile, row = id % kTile;
+        const uint8_t* w = weights + tile * tile_bytes;
+        const uint16_t* sc = scales + tile * blocks * 2 * kTile;
+        alignas(64) float values[kBlock];
+        for (int64_t b = 0; b < blocks; ++b) {
+            const float d = _cvtsh_ss(sc[(b * 2) * kTile + row]), m = _cvtsh_ss(sc[(b * 2 + 1) * kTile + row]);
+            for (int c = 0; c < kBlock; ++c) {
+                int u;
+                if (bits == 8) {  // [block, group j, row, channel c], k = 32b + 4j + c
+                    u = w[((b * 8 + c / 4) * kTile + row) * 4 + c % 4];
+                } else {  // [block, pair j, row, c]: channel 8j + c low nibble, 8j + 4 + c high
+                    const int j = c / 8, high = (c % 8) / 4;
+                    const uint8_t byte = w[((b * 4 + j) * kTile + row) * 4 + c % 4];
+                    u = high ? byte >> 4 : byte & 15;
+                }
+                values[c] = d * static_cast<float>(u) + m;
+            }
+            const int64_t at = r * k + b * kBlock;
+            for (int half = 0; half < kBlock; half += 16) {
+                const __m512 v = _mm512_load_ps(values + half);
+                if (out_bf16) simd::store16(static_cast<uint16_t*>(out) + at + half, v);
+                else simd::store16(static_cast<float*>(out) + at + half, v);
+            }
+        }
+    }
+    return 0;
+}
+
 }  // extern "C"

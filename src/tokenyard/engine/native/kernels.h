@@ -42,6 +42,8 @@ void native_set_threads(int threads);
 int native_threads();
 void blockq_linear(int kind, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const void* x,
                    int x_bf16, int64_t tokens, void* out, int out_bf16);
+int blockq_rows(int bits, const uint8_t* weights, const uint16_t* scales, int64_t n, int64_t k, const int64_t* ids,
+                int64_t count, void* out, int out_bf16);
 void kquant_linear(const uint8_t* weights, const int64_t* tiles, int64_t n, int64_t k, const void* x, int x_bf16,
                    int64_t tokens, void* out, int out_bf16);
 void paged_decode_attention(int bf16, const void* q, const void* k_cache, const void* v_cache, int64_t num_slots,
