@@ -95,7 +95,40 @@ def test_steps_with_a_prompt_chunk_take_the_model_forward(tmp_path: Path) -> Non
     assert isinstance(runner.decode_path, NativeDecode)
     decoder = runner.decode_path.decoder
     calls = []
-    original = decoder.__call__
-    decoder.__class__ = type("Counting", (NativeDecoder,), {"__call__": lambda s, *a: calls.append(1) or original(*a)})
+    layered, whole = decoder.__call__, decoder.step
+    counting = {
+        "__call__": lambda s, *a: calls.append(1) or layered(*a),
+        "step": lambda s, *a: calls.append(1) or whole(*a),
+    }
+    decoder.__class__ = type("Counting", (NativeDecoder,), counting)
     decode(runner, batch=2, steps=2)  # one prompt step, then two decode-only steps
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name", ["llama-tied", "qwen2-bias"])
+@pytest.mark.parametrize(("dtype", "quantization"), MODES)
+def test_one_call_steps_equal_the_layer_loop_bit_for_bit(
+    name: str, dtype: torch.dtype, quantization: str, tmp_path: Path
+) -> None:
+    """`decode_step` (ids to logits in one call) computes what the layer loop and the Python around it do."""
+    runner = quantised_runner(name, tmp_path, dtype, quantization)
+    assert isinstance(runner.decode_path, NativeDecode)
+    decoder = runner.decode_path.decoder
+    assert decoder.whole_step is not None
+    whole_tokens, whole_logits = decode(runner, batch=3, steps=6)
+    decoder.whole_step = None  # the layer loop, with the embedding, norm and head called from Python
+    layered_tokens, layered_logits = decode(runner, batch=3, steps=6)
+    assert whole_tokens == layered_tokens
+    for whole, layered in zip(whole_logits, layered_logits, strict=True):
+        assert torch.equal(whole, layered)
+
+
+def test_one_call_steps_refuse_ids_outside_the_vocabulary(tmp_path: Path) -> None:
+    runner = quantised_runner("llama-tied", tmp_path, torch.bfloat16, "int4")
+    assert isinstance(runner.decode_path, NativeDecode)
+    manager = BlockManager(runner.num_blocks, BLOCK_SIZE)
+    seq = make_seq([1, 2, 3])
+    manager.allocate(seq, 8)
+    seq.output_token_ids.append(runner.vocab_size)  # one past the last id
+    with pytest.raises(ValueError, match="out of range"):
+        runner.decode_path.decoder.step(plan_of((seq, seq.num_tokens - 1, 1, True)).chunks)

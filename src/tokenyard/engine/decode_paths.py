@@ -61,9 +61,12 @@ class NativeDecode:
         chunks = plan.chunks
         if not 0 < len(chunks) <= self.decoder.max_rows or any(chunk.num_tokens != 1 for chunk in chunks):
             return None
+        every_row_sampled = all(chunk.sample for chunk in chunks)
+        if every_row_sampled and self.decoder.whole_step is not None:
+            return self.decoder.step(chunks)  # the common step: one native call from ids to logits
         inputs = self.layout(plan)
         hidden = self.decoder(inputs.input_ids, inputs.positions, inputs.meta)  # [T, hidden]
-        if all(chunk.sample for chunk in chunks):  # every row is sampled, in order: no gather needed
+        if every_row_sampled:  # in order: no gather needed
             return self.decoder.logits(hidden)
         return self.decoder.logits(hidden[inputs.sample_rows])  # [N, V]
 
@@ -110,5 +113,5 @@ def choose_decode_path(
             capture=decode_graphs == "capture",
         )
         return GraphDecode(graphs, layout)
-    decoder = NativeDecoder.build(model, attention)
+    decoder = NativeDecoder.build(model, attention, layout.block_size)
     return NativeDecode(decoder, layout) if decoder is not None else EagerDecode()

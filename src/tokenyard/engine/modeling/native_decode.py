@@ -3,9 +3,14 @@
 A decode step at small batch is dozens of small operations per layer, and from Python each pays
 microseconds of dispatch, which dominated a small step once the matrix multiplies were native
 (docs/engine.md, "Measurements behind the code"). The native loop runs the same computation with the
-same roundings (engine/native/decode_layers.cpp); the embedding lookup and the final norm stay here,
-and the output projection runs on the native dense kernel where it is a plain bfloat16 layer and the
-step is small. The layers reach C as `NativeLayer` structures (engine/native/abi.py), built once here.
+same roundings (engine/native/decode_layers.cpp). Where the model allows (`NativeModel`: its embedding,
+rotary table and final norm in the activations' dtype), a step whose every row is sampled is one call,
+`decode_step`, from token ids and block tables to logits: after the layers have streamed the weights
+through the caches each tensor op in Python costs tens of µs, and the ~20 that laid out a step and
+ran its embedding, norm and head took ~1 ms of a 5 ms step at c = 1 (docs/engine.md, "Per-step
+overhead"). Otherwise the embedding lookup and the final norm run here around `decode_layers`, and the
+output projection runs on the native dense kernel where it is a plain bfloat16 layer and the step is
+small. The layers reach C as `NativeLayer` structures (engine/native/abi.py), built once here.
 
 It applies when the CPU kernels load and the model is bfloat16 or float32 with head_dim a multiple of
 32 and the hidden size of 16, with every layer either quantised to native blocks
@@ -17,6 +22,7 @@ sequences (the runner checks). Otherwise the model's own forward runs, and the r
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -25,8 +31,16 @@ from tokenyard.engine import native
 from tokenyard.engine.modeling.attention import AttentionMetadata, PagedAttention
 from tokenyard.engine.modeling.blockq import BLOCKQ_MAX_ROWS, BlockQLinear
 from tokenyard.engine.modeling.kquant import KQuantLinear
-from tokenyard.engine.modeling.llama import LlamaModel
-from tokenyard.engine.native.abi import LINEAR_DENSE_BF16, LINEAR_KQUANT, NativeLayer, NativeLinear, NativeShape
+from tokenyard.engine.modeling.llama import HeadRows, LlamaModel
+from tokenyard.engine.native.abi import (
+    LINEAR_DENSE_BF16,
+    LINEAR_KQUANT,
+    NativeLayer,
+    NativeLinear,
+    NativeModel,
+    NativeShape,
+)
+from tokenyard.engine.scheduler import ScheduledChunk
 
 DENSE_MAX_ROWS = 16  # beyond this torch's bfloat16 matmul is as fast as the dense kernel
 DENSE_OUTPUT_MAX_ROWS = 8  # the output projection's own crossover: it is far wider than the layers
@@ -65,9 +79,14 @@ class NativeDecoder:
     """The decoder layers of `model` for decode-only steps, as one native call per step."""
 
     def __init__(
-        self, lib: ctypes.CDLL, model: LlamaModel, attention: PagedAttention, layers: list[NativeLayer]
+        self,
+        lib: ctypes.CDLL,
+        model: LlamaModel,
+        attention: PagedAttention,
+        layers: list[NativeLayer],
+        block_size: int,
     ) -> None:
-        self.lib, self.model, self.attention = lib, model, attention
+        self.lib, self.model, self.attention, self.block_size = lib, model, attention, block_size
         # pointers into `model` and the cache, which outlive this table
         self.layers = (NativeLayer * len(layers))(*layers)
         spec = model.spec
@@ -86,9 +105,50 @@ class NativeDecoder:
         # The final norm straight on the kernel where `RMSNorm` itself would take it (same call, same result).
         norm = model.norm
         self.native_norm = norm.weight.dtype == attention.k_cache.dtype and spec.hidden_size % 16 == 0
+        self.whole_step = self._whole_step_model()  # None: `decode_step` cannot take this model's steps
+
+    def _whole_step_model(self) -> NativeModel | None:
+        """What `decode_step` needs to run a step from ids to logits, where it has everything for it:
+        a dense embedding table or a tied head's native blocks, the rotary table and the final norm in the
+        activations' dtype; the output projection when it is a quantised layer without bias (a dense
+        head stays with `logits`)."""
+        model, cache = self.model, self.attention.k_cache
+        embedding, rows = None, NativeLinear()
+        if isinstance(model.embed_tokens, HeadRows):
+            head = _unwrapped(model.lm_head)
+            if not isinstance(head, BlockQLinear):
+                return None
+            rows = NativeLinear(
+                head.weights.data_ptr(), head.scales.data_ptr(), head.kind, head.out_features, head.in_features, None
+            )
+        else:
+            table = model.embed_tokens.weight
+            if table.dtype != cache.dtype or not table.is_contiguous():
+                return None
+            embedding = table.data_ptr()
+        if not self.native_norm or model.rope.dtype != cache.dtype or not model.rope.is_contiguous():
+            return None
+        head_linear, head_float = NativeLinear(), 0
+        if (quantised := self.quantised_head) is not None:
+            head_linear = _native_linear(quantised) or NativeLinear()
+            head_float = int(quantised.float_output)
+        spec = model.spec
+        num_blocks = (cache.shape[2] - 1) // self.block_size  # the cache has one scratch slot past the blocks
+        return NativeModel(
+            embedding,
+            rows,
+            spec.vocab_size,
+            model.rope.data_ptr(),
+            model.rope.shape[0],
+            model.norm.weight.data_ptr(),
+            head_linear,
+            head_float,
+            self.block_size,
+            num_blocks,
+        )
 
     @classmethod
-    def build(cls, model: LlamaModel, attention: PagedAttention) -> NativeDecoder | None:
+    def build(cls, model: LlamaModel, attention: PagedAttention, block_size: int) -> NativeDecoder | None:
         """The decoder where every condition holds (see the module's docstring), else None."""
         spec, cache, lib = model.spec, attention.k_cache, attention.native  # the library, where attention runs on it
         if lib is None or cache.dtype not in (torch.bfloat16, torch.float32):
@@ -104,7 +164,48 @@ class NativeDecoder:
             norms = layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()
             caches = cache[index].data_ptr(), attention.v_cache[index].data_ptr()
             layers.append(NativeLayer(*norms, qkv, o, gate_up, down, *caches))
-        return cls(lib, model, attention, layers)
+        return cls(lib, model, attention, layers, block_size)
+
+    def step(self, chunks: Sequence[ScheduledChunk]) -> torch.Tensor:
+        """Logits [B, V] (float32) of a decode-only step whose every chunk is sampled, in one native call
+        (`decode_step`): ids, positions and block tables go in as one integer tensor, so the step costs
+        Python three tensor ops instead of some twenty (docs/engine.md, "Per-step overhead")."""
+        assert self.whole_step is not None
+        block_size, count = self.block_size, len(chunks)
+        starts = [chunk.start for chunk in chunks]
+        width = max(starts) // block_size + 1  # blocks that hold positions 0 .. start of the longest
+        values = [chunk.seq.token_at(chunk.start) for chunk in chunks] + starts
+        for chunk in chunks:
+            table = chunk.seq.block_table[:width]
+            values += table
+            values += [0] * (width - len(table))  # past a shorter sequence's length: never read
+        inputs = torch.tensor(values, dtype=torch.int64)
+        address, word = inputs.data_ptr(), inputs.element_size()
+        spec = self.model.spec
+        hidden = torch.empty(count, spec.hidden_size, dtype=self.attention.k_cache.dtype)
+        head = self.quantised_head
+        native_head = head is not None and self.whole_step.head.weights is not None
+        native_head = native_head and head is not None and (head.dense is None or count <= head.max_rows)
+        logits = torch.empty(count, spec.vocab_size, dtype=torch.float32) if native_head else None
+        status = self.lib.decode_step(
+            self.bf16,
+            self.layers,
+            len(self.layers),
+            ctypes.byref(self.shape),
+            ctypes.byref(self.whole_step),
+            address,
+            address + count * word,
+            address + 2 * count * word,
+            width,
+            count,
+            self.model.norm.eps,
+            self.attention.scale,
+            hidden.data_ptr(),
+            logits.data_ptr() if logits is not None else None,
+        )
+        if status != 0:
+            raise ValueError("a decode step's token id, position or cache block is out of range")
+        return logits if logits is not None else self.logits(hidden)
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Hidden states after the final norm, as `LlamaModel.forward` returns them: [T] -> [T, hidden]."""

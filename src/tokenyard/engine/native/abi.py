@@ -1,7 +1,8 @@
 """The kernel library's C ABI as ctypes sees it: every function's signature and the structures it reads.
 
-`kernels.h` is the C side. The structures that `decode_layers` reads (a layer's norms, four linear
-layers and cache pointers; the model's shape) are written here once, as `ctypes.Structure`s with the
+`kernels.h` is the C side. The structures that `decode_layers` and `decode_step` read (a layer's
+norms, four linear layers and cache pointers; the model's shape; its embedding, rotary table, final
+norm and head) are written here once, as `ctypes.Structure`s with the
 same fields in the same order, and `bind` compares their sizes with the library's own `sizeof` before
 anything calls it: a field added on one side only then stops the load with `AbiMismatch` instead of
 shifting every later field under the C code's feet.
@@ -66,11 +67,31 @@ class NativeShape(ctypes.Structure):
     ]
 
 
+class NativeModel(ctypes.Structure):
+    """What `decode_step` reads beside the layers: the embedding (a table, or the tied head's blocks), the
+    rotary table, the final norm, the output projection (weights null when Python runs it), whether it
+    writes float32 straight, and the paged cache's block size and block count."""
+
+    _fields_ = [
+        ("embedding", ctypes.c_void_p),
+        ("embedding_rows", NativeLinear),
+        ("vocab", ctypes.c_int64),
+        ("rope", ctypes.c_void_p),
+        ("max_positions", ctypes.c_int64),
+        ("final_norm", ctypes.c_void_p),
+        ("head", NativeLinear),
+        ("head_float", ctypes.c_int64),
+        ("block_size", ctypes.c_int64),
+        ("num_blocks", ctypes.c_int64),
+    ]
+
+
 _ptr, _i64, _i32, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-_layers, _shape = ctypes.POINTER(NativeLayer), ctypes.POINTER(NativeShape)
+_layers, _shape, _model = ctypes.POINTER(NativeLayer), ctypes.POINTER(NativeShape), ctypes.POINTER(NativeModel)
 _SIGNATURES: dict[str, tuple[list[Any], Any]] = {  # name: (argument types, result type)
     "native_layer_size": ([], _i64),
     "native_shape_size": ([], _i64),
+    "native_model_size": ([], _i64),
     "native_set_threads": ([_i32], None),
     "native_threads": ([], _i32),
     "paged_decode_attention": (
@@ -83,6 +104,10 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {  # name: (argument types, resu
     "dense_bf16_linear": ([_ptr, _i64, _i64, _ptr, _i64, _ptr, _i32], None),
     "rms_norm": ([_i32, _ptr, _ptr, _i64, _i64, _f32, _ptr], None),
     "decode_layers": ([_i32, _layers, _i64, _shape, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, _f32, _f32], None),
+    "decode_step": (
+        [_i32, _layers, _i64, _shape, _model, _ptr, _ptr, _ptr, _i64, _i64, _f32, _f32, _ptr, _ptr],
+        _i32,
+    ),
 }
 
 
@@ -93,6 +118,7 @@ def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         function.argtypes, function.restype = argtypes, restype
     check_size(NativeLayer, lib.native_layer_size)
     check_size(NativeShape, lib.native_shape_size)
+    check_size(NativeModel, lib.native_model_size)
     return lib
 
 

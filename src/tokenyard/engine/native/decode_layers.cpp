@@ -126,11 +126,78 @@ void run_layer(const NativeLayer& layer, const NativeShape& s, T* x, int64_t tok
     add_into(x, projected.data(), tokens * s.hidden);
 }
 
+// The rest of a decode step around the layers (decode_step): embeddings in, final norm and logits out.
+template <typename T>
+int step(const NativeLayer* layers, int64_t num_layers, const NativeShape& s, const NativeModel& m, const int64_t* ids,
+         const int64_t* positions, const int64_t* tables, int64_t table_width, int64_t tokens, float eps, float scale,
+         T* hidden, float* logits) {
+    const int64_t bs = m.block_size, width = table_width * bs, dim = s.dim;
+    const int row_bits = static_cast<int>(m.embedding_rows.kind & ~BLOCKQ_ONE_PART);
+    if (m.embedding == nullptr && row_bits != 4 && row_bits != 8) return -1;
+    for (int64_t t = 0; t < tokens; ++t) {  // everything a pointer will be computed from, before any write
+        if (ids[t] < 0 || ids[t] >= m.vocab || positions[t] < 0 || positions[t] >= m.max_positions) return -1;
+        if (positions[t] >= width) return -1;
+        for (int64_t j = 0; j < table_width; ++j)
+            if (tables[t * table_width + j] < 0 || tables[t * table_width + j] >= m.num_blocks) return -1;
+    }
+    thread_local std::vector<T> x, cos_sin;
+    thread_local std::vector<int64_t> slot_mapping, slots, lengths;
+    x.resize(tokens * s.hidden);
+    cos_sin.resize(tokens * 2 * dim);
+    slot_mapping.resize(tokens);
+    slots.resize(tokens * width);
+    lengths.resize(tokens);
+    if (m.embedding != nullptr) {
+        for (int64_t t = 0; t < tokens; ++t)
+            memcpy(x.data() + t * s.hidden, static_cast<const T*>(m.embedding) + ids[t] * s.hidden, s.hidden * sizeof(T));
+    } else {
+        const NativeLinear& rows = m.embedding_rows;
+        blockq_rows(row_bits, rows.weights, static_cast<const uint16_t*>(rows.scales), rows.n, rows.k, ids, tokens, x.data(),
+                    is_bf16<T>());
+    }
+    for (int64_t t = 0; t < tokens; ++t) {
+        memcpy(cos_sin.data() + t * 2 * dim, static_cast<const T*>(m.rope) + positions[t] * 2 * dim, 2 * dim * sizeof(T));
+        const int64_t* table = tables + t * table_width;
+        slot_mapping[t] = table[positions[t] / bs] * bs + positions[t] % bs;
+        lengths[t] = positions[t] + 1;
+        for (int64_t j = 0; j < width; ++j) slots[t * width + j] = table[j / bs] * bs + j % bs;
+    }
+    for (int64_t i = 0; i < num_layers; ++i)
+        run_layer(layers[i], s, x.data(), tokens, cos_sin.data(), slot_mapping.data(), slots.data(), width,
+                  lengths.data(), eps, scale);
+    rms_norm(is_bf16<T>(), x.data(), m.final_norm, tokens, s.hidden, eps, hidden);
+    const NativeLinear& head = m.head;
+    if (head.weights == nullptr || logits == nullptr) return 0;
+    // As the output projection's module: float32 straight when it is made for that (or the model is
+    // float32), else in the activations' dtype and widened, which is exact.
+    const bool straight = m.head_float != 0 || !is_bf16<T>();
+    thread_local std::vector<T> rounded;
+    void* out = logits;
+    if (!straight) {
+        rounded.resize(tokens * head.n);
+        out = rounded.data();
+    }
+    const int out_bf16 = straight ? 0 : 1;
+    if (head.kind == 256) {
+        kquant_linear(head.weights, static_cast<const int64_t*>(head.scales), head.n, head.k, hidden, is_bf16<T>(),
+                      tokens, out, out_bf16);
+    } else {
+        blockq_linear(static_cast<int>(head.kind), head.weights, static_cast<const uint16_t*>(head.scales), head.n,
+                      head.k, hidden, is_bf16<T>(), tokens, out, out_bf16);
+    }
+    if (!straight) {
+        for (int64_t i = 0; i < tokens * head.n; i += 16) simd::store16(logits + i, load16(rounded.data() + i));
+    }
+    return 0;
+}
+
 }  // namespace
 
 extern "C" {
 
 int64_t native_layer_size() { return sizeof(NativeLayer); }
+
+int64_t native_model_size() { return sizeof(NativeModel); }
 
 int64_t native_shape_size() { return sizeof(NativeShape); }
 
@@ -151,6 +218,22 @@ void decode_layers(int bf16, const NativeLayer* layers, int64_t num_layers, cons
                       width, lengths, eps, scale);
         }
     }
+}
+
+// A whole decode step from token ids to logits, so a step costs Python one call (docs/engine.md,
+// "Per-step overhead"): the embedding of ids[t], the rotary rows of positions[t], the cache slots from
+// each sequence's block table (tables [tokens, table_width], padded with any valid block), the layers,
+// the final norm into hidden [tokens, hidden] (the activations' dtype) and, when the model has one
+// here, the output projection into logits [tokens, vocab] (float32). Returns 0, or -1 before touching
+// anything when an id, position or block is out of range.
+int decode_step(int bf16, const NativeLayer* layers, int64_t num_layers, const NativeShape* shape,
+                const NativeModel* model, const int64_t* ids, const int64_t* positions, const int64_t* tables,
+                int64_t table_width, int64_t tokens, float eps, float scale, void* hidden, float* logits) {
+    if (bf16)
+        return step(layers, num_layers, *shape, *model, ids, positions, tables, table_width, tokens, eps, scale,
+                    static_cast<uint16_t*>(hidden), logits);
+    return step(layers, num_layers, *shape, *model, ids, positions, tables, table_width, tokens, eps, scale,
+                static_cast<float*>(hidden), logits);
 }
 
 }  // extern "C"

@@ -34,9 +34,24 @@ struct NativeShape {
     int64_t hidden, heads, kv_heads, dim, intermediate, num_slots;
 };
 
+// What decode_step reads beside the layers: where a token's embedding, rotary table, final norm and
+// output projection are, and the paged cache's geometry.
+struct NativeModel {
+    const void* embedding;        // [vocab, hidden] in the activations' dtype, or null: rows from embedding_rows
+    NativeLinear embedding_rows;  // a tied output projection's native blocks (kind 4 or 8, blockq_rows)
+    int64_t vocab;
+    const void* rope;             // [max_positions, 2, dim]: cos and sin per position, in the activations' dtype
+    int64_t max_positions;
+    const void* final_norm;       // [hidden]
+    NativeLinear head;            // a quantised output projection without bias, or weights null: none here
+    int64_t head_float;           // 1: the head writes float32 straight; 0: rounded to the activations' dtype first
+    int64_t block_size, num_blocks;
+};
+
 // sizeof(NativeLayer) and sizeof(NativeShape): abi.py refuses a library whose structures differ from its own.
 int64_t native_layer_size();
 int64_t native_shape_size();
+int64_t native_model_size();
 
 void native_set_threads(int threads);
 int native_threads();
@@ -55,4 +70,7 @@ void rms_norm(int bf16, const void* x, const void* weight, int64_t tokens, int64
 void decode_layers(int bf16, const NativeLayer* layers, int64_t num_layers, const NativeShape* shape, void* x,
                    int64_t tokens, const void* cos_sin, const int64_t* slot_mapping, const int64_t* slots,
                    int64_t width, const int64_t* lengths, float eps, float scale);
+int decode_step(int bf16, const NativeLayer* layers, int64_t num_layers, const NativeShape* shape,
+                const NativeModel* model, const int64_t* ids, const int64_t* positions, const int64_t* tables,
+                int64_t table_width, int64_t tokens, float eps, float scale, void* hidden, float* logits);
 }
