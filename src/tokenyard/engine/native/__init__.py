@@ -10,6 +10,7 @@ more time on overhead and generality than on the work (docs/engine.md, "Native k
 - `attention.cpp`: decode attention read straight from the paged cache through each sequence's slot
   table, instead of gathering every layer's K/V into a padded copy first.
 - `norm.cpp`: RMS norm in one call, rounded as the reference rounds it (torch needs four ops).
+- `argmax.cpp`: the greedy token of each row of logits, as torch.argmax picks it, in a fraction of its time.
 - `dense.cpp`: dense bfloat16 layers for few rows (AVX512-BF16), where torch's matmul reads weights slowly.
 - `decode_layers.cpp`: every decoder layer of a llama model for a decode-only step in one call, so a
   small step no longer pays Python and torch dispatch for each of its many small ops.

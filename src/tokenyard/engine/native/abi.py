@@ -102,6 +102,7 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {  # name: (argument types, resu
     "blockq_rows": ([_i32, _ptr, _ptr, _i64, _i64, _ptr, _i64, _ptr, _i32], _i32),
     "kquant_linear": ([_ptr, _ptr, _i64, _i64, _ptr, _i32, _i64, _ptr, _i32], None),
     "dense_bf16_linear": ([_ptr, _i64, _i64, _ptr, _i64, _ptr, _i32], None),
+    "rows_argmax": ([_ptr, _i64, _i64, _ptr], None),
     "rms_norm": ([_i32, _ptr, _ptr, _i64, _i64, _f32, _ptr], None),
     "decode_layers": ([_i32, _layers, _i64, _shape, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, _f32, _f32], None),
     "decode_step": (

@@ -66,6 +66,7 @@ void paged_decode_attention(int bf16, const void* q, const void* k_cache, const 
                             int64_t kv_heads, int64_t dim, float scale, void* out);
 void dense_bf16_linear(const uint16_t* weights, int64_t n, int64_t k, const uint16_t* x, int64_t tokens, void* out,
                        int out_bf16);
+void rows_argmax(const float* x, int64_t rows, int64_t cols, int64_t* out);
 void rms_norm(int bf16, const void* x, const void* weight, int64_t tokens, int64_t hidden, float eps, void* out);
 void decode_layers(int bf16, const NativeLayer* layers, int64_t num_layers, const NativeShape* shape, void* x,
                    int64_t tokens, const void* cos_sin, const int64_t* slot_mapping, const int64_t* slots,
