@@ -17,10 +17,14 @@ LONG = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "go"}], "m
 
 @pytest.fixture
 def narrow(tmp_path: Path, tiny_chat_model_dir: Path) -> Iterator[Cluster]:
-    """One worker that runs one request and queues one more; a gateway with a 2 s request timeout."""
+    """One worker that runs one request and queues one more; a gateway with a 0.5 s request timeout.
+
+    The timeout must stay well under the time the tiny model takes for 1,800 tokens: one-call decode
+    steps brought that under 2 s on a 2-core CPU (about 1 ms a token), which a 2 s timeout no longer
+    caught."""
     running = Cluster(tmp_path, tmp_path / "home")
     running.env["TOKENYARD_WORKER__MAX_QUEUE_LENGTH"] = "1"
-    running.env["TOKENYARD_GATEWAY__REQUEST_TIMEOUT"] = "2"
+    running.env["TOKENYARD_GATEWAY__REQUEST_TIMEOUT"] = "0.5"
     try:
         running.start_controller()
         running.start_worker("chat", str(tiny_chat_model_dir), "--model-name", CHAT_MODEL, "--max-batch-size", "1")
