@@ -132,3 +132,15 @@ def test_one_call_steps_refuse_ids_outside_the_vocabulary(tmp_path: Path) -> Non
     seq.output_token_ids.append(runner.vocab_size)  # one past the last id
     with pytest.raises(ValueError, match="out of range"):
         runner.decode_path.decoder.step(plan_of((seq, seq.num_tokens - 1, 1, True)).chunks)
+
+
+def test_one_call_steps_refuse_a_position_without_a_cache_block(tmp_path: Path) -> None:
+    """Block tables are padded to the longest; a sequence short of its own block must not write into block 0."""
+    runner = quantised_runner("llama-tied", tmp_path, torch.bfloat16, "int4")
+    assert isinstance(runner.decode_path, NativeDecode)
+    manager = BlockManager(runner.num_blocks, BLOCK_SIZE)
+    seq = make_seq(list(range(1, BLOCK_SIZE + 1)))
+    manager.allocate(seq, BLOCK_SIZE)  # one block: positions 0 .. 15
+    seq.output_token_ids.append(7)  # position 16 needs a second block, which was never allocated
+    with pytest.raises(ValueError, match="no cache block"):
+        runner.decode_path.decoder.step(plan_of((seq, seq.num_tokens - 1, 1, True)).chunks)

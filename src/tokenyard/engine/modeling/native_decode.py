@@ -177,6 +177,8 @@ class NativeDecoder:
         values = [chunk.seq.token_at(chunk.start) for chunk in chunks] + starts
         for chunk in chunks:
             table = chunk.seq.block_table[:width]
+            if len(table) <= chunk.start // block_size:  # padding would send its K/V into another's block
+                raise ValueError(f"sequence {chunk.seq.request_id} has no cache block for position {chunk.start}")
             values += table
             values += [0] * (width - len(table))  # past a shorter sequence's length: never read
         inputs = torch.tensor(values, dtype=torch.int64)
