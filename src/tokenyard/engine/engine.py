@@ -231,11 +231,13 @@ class BatchingGenerationEngine:
             self._record(len(outputs), seconds)
         for listener in self._step_listeners:
             listener(seconds, len(plan.chunks), len(outputs))
+        ready: list[tuple[_Request, _Item]] = []
         for request, output in deliveries:
             if request is not None and not request.aborted:
                 if request.prompt_logprobs is not None and output.num_output_tokens == 1:
                     output.prompt_logprobs = request.prompt_logprobs
-                _deliver(request, output)
+                ready.append((request, output))
+        _deliver_all(ready)
 
     def _run(self, plan: SchedulerPlan) -> tuple[list[int], list[TokenLogprob | None]]:
         output = self._runner.run(plan)
@@ -289,6 +291,26 @@ def _keep_prompt_logprobs(request: _Request, first: int, logits: torch.Tensor) -
     if end > first:
         scored = prompt_logprobs(logits[: end - first], prompt[first + 1 : end + 1], k)
         request.prompt_logprobs[first + 1 : end + 1] = scored
+
+
+def _deliver_all(items: list[tuple[_Request, _Item]]) -> None:
+    """A step's outputs with one wake-up per event loop, not one per request: at 64 sequences the
+    worker's loop otherwise woke 64 times a step, each wake-up a write to its self-pipe and a pass of
+    the loop. Each request's outputs keep their order: one callback per step, run in step order."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, _Item]]] = {}
+    for request, item in items:
+        by_loop.setdefault(request.loop, []).append((request, item))
+    for loop, batch in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, batch)
+        except RuntimeError:  # the consumers' event loop is closed
+            for request, _ in batch:
+                request.aborted = True
+
+
+def _put_all(batch: list[tuple[_Request, _Item]]) -> None:
+    for request, item in batch:
+        request.outputs.put_nowait(item)
 
 
 def _deliver(request: _Request, item: _Item) -> None:
