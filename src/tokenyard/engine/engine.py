@@ -314,7 +314,4 @@ def _put_all(batch: list[tuple[_Request, _Item]]) -> None:
 
 
 def _deliver(request: _Request, item: _Item) -> None:
-    try:
-        request.loop.call_soon_threadsafe(request.outputs.put_nowait, item)
-    except RuntimeError:  # the consumer's event loop is closed
-        request.aborted = True
+    _deliver_all([(request, item)])

@@ -22,6 +22,7 @@ sequences (the runner checks). Otherwise the model's own forward runs, and the r
 from __future__ import annotations
 
 import ctypes
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -99,9 +100,13 @@ class NativeDecoder:
         self.max_rows = DENSE_MAX_ROWS if dense else BLOCKQ_MAX_ROWS  # decode rows a step may have to run here
         head = _unwrapped(model.lm_head)
         self.dense_head = head if _dense_bf16(head) else None
-        # A quantised head without bias is called straight, not through the module wrappers around it.
+        # A quantised head without bias is called straight, not through the module wrappers around it,
+        # for as many rows as its module would give its kernel (beyond, a dense copy runs).
         quantised = isinstance(head, (BlockQLinear, KQuantLinear)) and head.bias is None
         self.quantised_head = head if quantised else None
+        self.quantised_head_rows = 0
+        if quantised:
+            self.quantised_head_rows = head.max_rows if head.dense is not None else sys.maxsize
         # The final norm straight on the kernel where `RMSNorm` itself would take it (same call, same result).
         norm = model.norm
         self.native_norm = norm.weight.dtype == attention.k_cache.dtype and spec.hidden_size % 16 == 0
@@ -185,9 +190,7 @@ class NativeDecoder:
         address, word = inputs.data_ptr(), inputs.element_size()
         spec = self.model.spec
         hidden = torch.empty(count, spec.hidden_size, dtype=self.attention.k_cache.dtype)
-        head = self.quantised_head
-        native_head = head is not None and self.whole_step.head.weights is not None
-        native_head = native_head and head is not None and (head.dense is None or count <= head.max_rows)
+        native_head = self.whole_step.head.weights is not None and count <= self.quantised_head_rows
         logits = torch.empty(count, spec.vocab_size, dtype=torch.float32) if native_head else None
         status = self.lib.decode_step(
             self.bf16,
@@ -237,18 +240,13 @@ class NativeDecoder:
         """`model.norm(x)` on the same kernel, without the module call: after a step's layers every
         Python op runs with cold caches, so each one a decode step skips is worth tens of µs."""
         norm = self.model.norm
-        if not self.native_norm:
-            return norm(x)
-        out = torch.empty_like(x)
-        hidden = x.shape[-1]
-        self.lib.rms_norm(self.bf16, x.data_ptr(), norm.weight.data_ptr(), x.shape[0], hidden, norm.eps, out.data_ptr())
-        return out
+        return norm.on_kernel(self.lib, x) if self.native_norm else norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`LlamaModel.compute_logits`, on the native dense kernel for a plain bfloat16 output projection
         and few rows: [N, hidden] -> [N, V] float32."""
         quantised = self.quantised_head
-        if quantised is not None and (quantised.dense is None or hidden.shape[0] <= quantised.max_rows):
+        if quantised is not None and hidden.shape[0] <= self.quantised_head_rows:
             logits = quantised.quantised_mm(hidden)  # what the module would run, as `compute_logits` returns it
             return logits if logits.dtype == torch.float32 else logits.float()
         head = self.dense_head

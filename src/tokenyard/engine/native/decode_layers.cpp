@@ -32,17 +32,18 @@ constexpr int is_bf16() {
 // kind (see NativeLinear): 16, dense bfloat16 weights, passed for bfloat16 models only; 256, K-quant
 // blocks, with the tile table where the block kernel has its scales; 4 or 8, native blocks (plus
 // BLOCKQ_ONE_PART for a GGUF file's own, which blockq_linear reads from the kind).
-template <typename T>
-void linear(const NativeLinear& l, const T* x, int64_t tokens, T* out) {
+// The output in the activations' dtype (O = T), or float32 (O = float: the output projection's logits).
+template <typename T, typename O>
+void linear(const NativeLinear& l, const T* x, int64_t tokens, O* out) {
     if (l.kind == 256) {
         kquant_linear(l.weights, static_cast<const int64_t*>(l.scales), l.n, l.k, x, is_bf16<T>(), tokens, out,
-                      is_bf16<T>());
+                      is_bf16<O>());
     } else if (l.kind == 16) {
         dense_bf16_linear(reinterpret_cast<const uint16_t*>(l.weights), l.n, l.k, reinterpret_cast<const uint16_t*>(x),
-                          tokens, out, 1);
+                          tokens, out, is_bf16<O>());
     } else {
         blockq_linear(static_cast<int>(l.kind), l.weights, static_cast<const uint16_t*>(l.scales), l.n, l.k, x,
-                      is_bf16<T>(), tokens, out, is_bf16<T>());
+                      is_bf16<T>(), tokens, out, is_bf16<O>());
     }
     if (l.bias == nullptr) return;
     const T* bias = static_cast<const T*>(l.bias);
@@ -170,24 +171,14 @@ int step(const NativeLayer* layers, int64_t num_layers, const NativeShape& s, co
     if (head.weights == nullptr || logits == nullptr) return 0;
     // As the output projection's module: float32 straight when it is made for that (or the model is
     // float32), else in the activations' dtype and widened, which is exact.
-    const bool straight = m.head_float != 0 || !is_bf16<T>();
+    if (m.head_float != 0 || !is_bf16<T>()) {
+        linear(head, hidden, tokens, logits);
+        return 0;
+    }
     thread_local std::vector<T> rounded;
-    void* out = logits;
-    if (!straight) {
-        rounded.resize(tokens * head.n);
-        out = rounded.data();
-    }
-    const int out_bf16 = straight ? 0 : 1;
-    if (head.kind == 256) {
-        kquant_linear(head.weights, static_cast<const int64_t*>(head.scales), head.n, head.k, hidden, is_bf16<T>(),
-                      tokens, out, out_bf16);
-    } else {
-        blockq_linear(static_cast<int>(head.kind), head.weights, static_cast<const uint16_t*>(head.scales), head.n,
-                      head.k, hidden, is_bf16<T>(), tokens, out, out_bf16);
-    }
-    if (!straight) {
-        for (int64_t i = 0; i < tokens * head.n; i += 16) simd::store16(logits + i, load16(rounded.data() + i));
-    }
+    rounded.resize(tokens * head.n);
+    linear(head, hidden, tokens, rounded.data());
+    for (int64_t i = 0; i < tokens * head.n; i += 16) simd::store16(logits + i, load16(rounded.data() + i));
     return 0;
 }
 
