@@ -20,7 +20,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from tokenyard.engine.base import EmbeddingEngine, GenerationEngine, GenerationOutput, PromptTokenizer
 from tokenyard.errors import InvalidRequestError, ModelLoadError, TokenyardError
@@ -174,10 +173,10 @@ def register_routes(app: FastAPI) -> None:
         await runtime.generation_engine().abort(body.request_id)
         return {"accepted": True}
 
-    # A plain ASGI route, not a FastAPI one: for one sentence the call is mostly framework overhead,
+    # A plain Starlette route, not a FastAPI one: for one sentence the call is mostly framework overhead,
     # and FastAPI's dependency solving, body validation and response serialisation were ~10 % of this
     # worker's CPU. Errors still reach the app's handlers (OpenAI's shape), as from any route.
-    app.router.routes.append(Route("/embed", _EmbedRoute(), methods=["POST"]))
+    app.router.routes.append(Route("/embed", _embed, methods=["POST"]))
 
     @app.post("/count_tokens")
     async def count_tokens(body: TokenCountRequest, request: Request) -> TokenCountResponse:
@@ -214,15 +213,8 @@ def register_routes(app: FastAPI) -> None:
         return JSONResponse({"status": "ready"})
 
 
-class _EmbedRoute:
-    """POST /embed: an EmbedRequest in, an EmbedResponse out, read and written by pydantic directly."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await _embed(Request(scope, receive))
-        await response(scope, receive, send)
-
-
 async def _embed(request: Request) -> Response:
+    """POST /embed: an EmbedRequest in, an EmbedResponse out, read and written by pydantic directly."""
     try:
         body = EmbedRequest.model_validate(json.loads(await request.body()))
     except json.JSONDecodeError as exc:
